@@ -1,0 +1,1 @@
+"""The .pde grammar, shipped as package data (pde2net.grammar)."""

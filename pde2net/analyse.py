@@ -1,0 +1,812 @@
+"""Stage 2: :class:`~pde2net.parse.Spec` -> :class:`Model`, the PDE as sympy values.
+
+Two passes.  :func:`check_spec` checks meaning (statements present once, names defined before
+use, settings of the right kind) and raises :class:`PdeError` at the offending token.
+:func:`build_model` then constructs sympy objects from the AST -- never from text -- and
+recognises generalised nonlinear diffusion of order 2m,
+
+    u_t = (-1)^(m+1) d^m( Phi(d^m u) )          (1D)
+    u_t = div( g(|grad u|^2) grad u )            (2D, isotropic),
+
+normalised to the order ``m`` and the flux ``Phi(s)`` (a positive constant factor absorbed).
+Derivatives of the field are kept as the undefined sympy functions ``dx(expr, k)``, ``dy``,
+``grad``, ``div``, ``norm``, ``laplace`` so the recogniser can match them structurally.
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import re
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Callable, Optional, Union
+
+import networkx as nx
+import sympy as sp
+
+from . import parse as ast
+from .errors import PdeError, Pos, Source, did_you_mean
+
+# ------------------------------------------------------------------------------ vocabulary
+STATEMENT_WORDS = frozenset(
+    "pde param field diffusivity flux equation grid size boundary stencil scheme".split()
+)
+MATH_FUNCTIONS: dict[str, tuple[int, Callable[..., sp.Expr]]] = {
+    "exp": (1, sp.exp), "log": (1, sp.log), "sqrt": (1, sp.sqrt), "abs": (1, sp.Abs),
+    "tanh": (1, sp.tanh), "sin": (1, sp.sin), "cos": (1, sp.cos), "atan": (1, sp.atan),
+    "min": (2, sp.Min), "max": (2, sp.Max),
+}
+OPERATOR_WORDS = frozenset({"dt", "grad", "div", "laplace", "norm"})
+_DERIV_RE = re.compile(r"^d(x+|y+)$")
+
+BOUNDARIES = ("neumann", "periodic", "dirichlet")
+NAMED_STENCILS = ("forward", "backward", "central")
+# scheme -> {key: kind}; kind "real" = positive real, "int" = positive integer, or a tuple of words
+SCHEME_KEYS: dict[str, dict[str, Union[str, tuple[str, ...]]]] = {
+    "explicit": {"tau": "real", "steps": "int"},
+    "fed": {"tau_max": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step")},
+    "fsi": {"tau": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step")},
+    "implicit": {"tau": "real", "steps": "int", "solver": ("cg", "jacobi", "fixed_point"),
+                 "iterations": "int", "omega": "real"},
+    "multigrid": {"tau": "real", "steps": "int", "levels": "int", "pre": "int", "post": "int",
+                  "cycles": "int"},
+}
+SCHEME_REQUIRED = {
+    "explicit": ("tau",), "fed": ("tau_max", "cycle_length"), "fsi": ("tau", "cycle_length"),
+    "implicit": ("tau",), "multigrid": ("tau",),
+}
+SCHEME_DEFAULTS: dict[str, dict[str, object]] = {
+    "explicit": {"steps": 1},
+    "fed": {"cycles": 1, "update": "cycle"},
+    "fsi": {"cycles": 1, "update": "cycle"},
+    "implicit": {"steps": 1, "solver": "cg", "iterations": 20},
+    "multigrid": {"steps": 1, "levels": 0, "pre": 2, "post": 2, "cycles": 1},
+}
+MAX_STEPS = 1_000_000
+MAX_POINTS = 50_000_000
+MAX_EXPONENT = 1000
+MAX_DECIMAL_EXPONENT = 300
+
+# Derivative atoms of the equation.  Undefined functions keep the structure visible.
+DX, DY = sp.Function("dx"), sp.Function("dy")
+GRAD, DIV, NORM, LAPLACE = (sp.Function(n) for n in ("grad", "div", "norm", "laplace"))
+S = sp.Symbol("s", real=True)  # the flux argument; params live in their own namespace below
+
+
+def is_reserved(name: str) -> bool:
+    """Statement words, math functions and derivative operators cannot name things."""
+    return (name in STATEMENT_WORDS or name in MATH_FUNCTIONS or name in OPERATOR_WORDS
+            or bool(_DERIV_RE.match(name)))
+
+
+def param_symbol(name: str) -> sp.Symbol:
+    """Params get their own symbols (a trailing marker in sympy's name) so that a param called
+    ``s`` can never collide with the flux argument."""
+    return sp.Symbol(f"{name}'", real=True)
+
+
+# ------------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class Setting:
+    """One scheme setting: its value (sympy number or a word) and where it was written."""
+
+    value: Union[sp.Expr, str, int]
+    pos: Optional[Pos]
+
+
+@dataclass(frozen=True)
+class StencilChoice:
+    """The ``stencil`` statement: a named kind, or explicit weights (unscaled) and offset."""
+
+    kind: str  # forward / backward / central / weights
+    weights: tuple[sp.Expr, ...] = ()
+    offset: int = 0
+    pos: Optional[Pos] = None
+
+
+@dataclass(frozen=True)
+class Model:
+    """The PDE in normal form ``u_t = -D* Phi(D u)`` with D = d^m (1D) or grad (2D).
+
+    ``flux`` is Phi(s) with params as symbols (``params`` gives their values); for 2D it is the
+    radial profile ``g(s^2) s`` of the vector flux ``g(|v|^2) v``.
+    """
+
+    name: str
+    field: str
+    dims: tuple[str, ...]
+    order: int
+    flux: sp.Expr
+    params: dict[str, sp.Expr]
+    param_symbols: dict[str, sp.Symbol]
+    diffusivity: Optional[str]
+    linear: bool
+    factor: sp.Expr
+    rhs: sp.Expr
+    equation_text: str
+    grid: tuple[sp.Expr, ...]
+    size: Optional[tuple[int, ...]]
+    boundary: str
+    stencil: StencilChoice
+    scheme: str
+    settings: dict[str, Setting]
+    source: Source
+    positions: dict[str, Pos] = dc_field(default_factory=dict)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.dims)
+
+    @property
+    def flux_value(self) -> sp.Expr:
+        """Phi(s) with every param replaced by its exact value."""
+        return self.flux.xreplace({self.param_symbols[k]: v for k, v in self.params.items()})
+
+    def setting(self, key: str):
+        s = self.settings.get(key)
+        return None if s is None else s.value
+
+    def error(self, message: str, where: str, expected: Optional[str] = None) -> PdeError:
+        """A PdeError at the statement or setting named ``where`` (e.g. ``"scheme"``, ``"tau"``)."""
+        pos = self.settings[where].pos if where in self.settings else self.positions.get(where)
+        return PdeError(message, pos, self.source, expected)
+
+
+# ------------------------------------------------------------------ pass 1: the semantic check
+@dataclass
+class _Defs:
+    """What the semantic pass collected, in source order."""
+
+    pde: Optional[ast.PdeStmt] = None
+    field: Optional[ast.FieldStmt] = None
+    equation: Optional[ast.EquationStmt] = None
+    scheme: Optional[ast.SchemeStmt] = None
+    grid: Optional[ast.GridStmt] = None
+    size: Optional[ast.SizeStmt] = None
+    boundary: Optional[ast.BoundaryStmt] = None
+    stencil: Optional[ast.StencilStmt] = None
+    params: list[ast.ParamStmt] = dc_field(default_factory=list)
+    functions: list[ast.FunctionStmt] = dc_field(default_factory=list)
+
+
+_SINGLE = {
+    ast.PdeStmt: "pde", ast.FieldStmt: "field", ast.EquationStmt: "equation",
+    ast.SchemeStmt: "scheme", ast.GridStmt: "grid", ast.SizeStmt: "size",
+    ast.BoundaryStmt: "boundary", ast.StencilStmt: "stencil",
+}
+_REQUIRED = ("pde", "field", "equation", "scheme")
+_EXAMPLE = {
+    "pde": "pde heat", "field": "field u(x)", "equation": "equation dt(u) = dxx(u)",
+    "scheme": "scheme explicit(tau = 0.25, steps = 100)",
+}
+
+
+def check_spec(spec: ast.Spec) -> ast.Spec:
+    """The semantic pass: returns the spec unchanged, or raises at the first problem."""
+    src = spec.source
+    defs = _Defs()
+    defined: dict[str, tuple[str, Pos]] = {}  # name -> (what, where)
+
+    def define(ident: ast.Ident, what: str) -> None:
+        _check_name(ident, src)
+        if ident.text in defined:
+            kind, where = defined[ident.text]
+            raise PdeError(f"'{ident.text}' is already defined as a {kind} on line {where.line}",
+                           ident.pos, src, "a new name")
+        defined[ident.text] = (what, ident.pos)
+
+    for st in spec.statements:
+        key = _SINGLE.get(type(st))
+        if key is not None:
+            prev = getattr(defs, key)
+            if prev is not None:
+                raise PdeError(f"a second '{key}' statement (the first is on line {prev.pos.line})",
+                               st.pos, src, f"exactly one '{key}' statement")
+            setattr(defs, key, st)
+        if isinstance(st, ast.ParamStmt):
+            _check_expr(st.value, src, set(_names(defined, "param")), {}, allow_deriv=False)
+            define(st.name, "param")
+            defs.params.append(st)
+        elif isinstance(st, ast.FunctionStmt):
+            define(st.name, st.kind)
+            _check_name(st.arg, src)
+            if st.arg.text in defined:
+                raise PdeError(f"the argument '{st.arg.text}' hides the {defined[st.arg.text][0]} "
+                               f"of the same name", st.arg.pos, src, "a fresh argument name")
+            funcs = {f.name.text: f for f in defs.functions}
+            _check_expr(st.body, src, set(_names(defined, "param")) | {st.arg.text}, funcs,
+                        allow_deriv=False)
+            defs.functions.append(st)
+        elif isinstance(st, ast.FieldStmt):
+            define(st.name, "field")
+            _check_dims(st, src)
+        elif isinstance(st, ast.EquationStmt):
+            _check_equation(st, defs, defined, src)
+    for key in _REQUIRED:
+        if getattr(defs, key) is None:
+            raise PdeError(f"missing '{key}' statement", None, src,
+                           f"a line such as '{_EXAMPLE[key]}'")
+    _check_settings(defs, defined, src)
+    return spec
+
+
+def _names(defined: dict[str, tuple[str, Pos]], what: str) -> list[str]:
+    return [n for n, (k, _) in defined.items() if k == what]
+
+
+def _check_name(ident: ast.Ident, src: Source) -> None:
+    if ident.text.startswith("__"):
+        raise PdeError(f"names starting with '__' are not allowed ('{ident.text}')", ident.pos, src,
+                       "a name of ASCII letters, digits and '_' not starting with '__'")
+    if is_reserved(ident.text):
+        raise PdeError(f"'{ident.text}' is a reserved word", ident.pos, src,
+                       "a name that is not a statement word, math function or derivative operator")
+
+
+def _check_dims(st: ast.FieldStmt, src: Source) -> None:
+    dims = tuple(d.text for d in st.dims)
+    if dims not in (("x",), ("x", "y")):
+        bad = st.dims[0] if dims[0] != "x" else st.dims[-1]
+        raise PdeError(f"space variables ({', '.join(dims)}) are not supported", bad.pos, src,
+                       "field NAME(x) or field NAME(x, y)")
+
+
+def _check_equation(st: ast.EquationStmt, defs: _Defs, defined, src: Source) -> None:
+    if st.lhs_op.text != "dt":
+        raise PdeError(f"the left side must be dt(FIELD), not {st.lhs_op.text}(...)", st.lhs_op.pos,
+                       src, "equation dt(u) = ...")
+    if defs.field is None:
+        raise PdeError("the equation comes before the 'field' statement", st.pos, src,
+                       "'field u(x)' on an earlier line")
+    if st.lhs_field.text != defs.field.name.text:
+        raise PdeError(f"dt({st.lhs_field.text}) is not the field '{defs.field.name.text}'",
+                       st.lhs_field.pos, src, f"dt({defs.field.name.text})")
+    funcs = {f.name.text: f for f in defs.functions}
+    _check_expr(st.rhs, src, set(_names(defined, "param")) | {defs.field.name.text}, funcs,
+                allow_deriv=True, ndim=len(defs.field.dims))
+
+
+def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.FunctionStmt],
+                allow_deriv: bool, ndim: int = 1) -> None:
+    """Names defined, calls known with the right number of arguments, derivatives where allowed."""
+    if isinstance(e, ast.Num):
+        return
+    if isinstance(e, ast.Name):
+        if e.id not in names:
+            raise PdeError(f"undefined name '{e.id}'", e.pos, src, did_you_mean(e.id, names))
+        return
+    if isinstance(e, ast.BinOp):
+        _check_expr(e.left, src, names, funcs, allow_deriv, ndim)
+        _check_expr(e.right, src, names, funcs, allow_deriv, ndim)
+        return
+    if isinstance(e, ast.Neg):
+        _check_expr(e.operand, src, names, funcs, allow_deriv, ndim)
+        return
+    assert isinstance(e, ast.Call)
+    f = e.func
+    if f in MATH_FUNCTIONS:
+        want = MATH_FUNCTIONS[f][0]
+    elif f in funcs:
+        want = 1
+    elif _DERIV_RE.match(f) or f in ("grad", "div", "laplace", "norm", "dt"):
+        if f == "dt":
+            raise PdeError("dt(...) may appear only on the left side", e.pos, src,
+                           "space derivatives on the right side")
+        if not allow_deriv:
+            raise PdeError(f"derivative '{f}' outside the equation", e.pos, src,
+                           "derivatives only in the 'equation' statement")
+        if ndim == 1 and (f.startswith("dy") or f in ("grad", "div", "laplace", "norm")):
+            raise PdeError(f"'{f}' needs a 2D field", e.pos, src,
+                           "dx, dxx, ... for a field u(x); or declare field u(x, y)")
+        want = 1
+    else:
+        known = set(MATH_FUNCTIONS) | set(funcs) | ({"dx", "dxx"} if allow_deriv else set())
+        raise PdeError(f"unknown function '{f}'", e.pos, src, did_you_mean(f, known))
+    if len(e.args) != want:
+        raise PdeError(f"'{f}' takes {want} argument{'s' if want > 1 else ''}, got {len(e.args)}",
+                       e.pos, src, f"{f}({', '.join(['x', 'y'][:want])})")
+    for a in e.args:
+        _check_expr(a, src, names, funcs, allow_deriv, ndim)
+
+
+def _check_settings(defs: _Defs, defined, src: Source) -> None:
+    ndim = len(defs.field.dims)
+    params = set(_names(defined, "param"))
+    if defs.boundary and defs.boundary.kind.text not in BOUNDARIES:
+        k = defs.boundary.kind
+        raise PdeError(f"unknown boundary '{k.text}'", k.pos, src, did_you_mean(k.text, BOUNDARIES))
+    if defs.stencil and defs.stencil.kind and defs.stencil.kind.text not in NAMED_STENCILS:
+        k = defs.stencil.kind
+        raise PdeError(f"unknown stencil '{k.text}'", k.pos, src,
+                       did_you_mean(k.text, NAMED_STENCILS) + " or a weight list '[w0, ...] @ OFFSET'")
+    for stmt, allowed in ((defs.grid, ("h",) if ndim == 1 else ("h", "hx", "hy")),
+                          (defs.size, ("N",) if ndim == 1 else ("NX", "NY"))):
+        if stmt is None:
+            continue
+        seen: set[str] = set()
+        for b in stmt.bindings:
+            if b.name.text not in allowed:
+                raise PdeError(f"unknown setting '{b.name.text}' for a {ndim}D field", b.name.pos,
+                               src, did_you_mean(b.name.text, allowed))
+            if b.name.text in seen:
+                raise PdeError(f"'{b.name.text}' is given twice", b.name.pos, src, "each setting once")
+            seen.add(b.name.text)
+            _check_expr(b.value, src, params, {}, allow_deriv=False)
+        if "h" in seen and len(seen) > 1:
+            raise PdeError("give either h or hx and hy", stmt.pos, src, "grid h = 1 or grid hx = 1, hy = 1")
+    if defs.size is not None and ndim == 2 and len(defs.size.bindings) != 2:
+        raise PdeError("a 2D size needs NX and NY", defs.size.pos, src, "size NX = 64, NY = 64")
+    if defs.stencil and defs.stencil.kind is None:
+        for w in defs.stencil.weights + (defs.stencil.offset,):
+            _check_expr(w, src, params, {}, allow_deriv=False)
+    sch = defs.scheme
+    kind = sch.kind.text
+    if kind not in SCHEME_KEYS:
+        raise PdeError(f"unknown scheme '{kind}'", sch.kind.pos, src, did_you_mean(kind, SCHEME_KEYS))
+    keys = SCHEME_KEYS[kind]
+    given: set[str] = set()
+    for b in sch.bindings:
+        k = b.name.text
+        if k not in keys:
+            raise PdeError(f"'{k}' is not a setting of the {kind} scheme", b.name.pos, src,
+                           did_you_mean(k, keys))
+        if k in given:
+            raise PdeError(f"'{k}' is given twice", b.name.pos, src, "each setting once")
+        given.add(k)
+        if isinstance(keys[k], tuple):
+            if not (isinstance(b.value, ast.Name) and b.value.id in keys[k]):
+                pos = getattr(b.value, "pos", b.name.pos)
+                word = b.value.id if isinstance(b.value, ast.Name) else "an expression"
+                raise PdeError(f"'{word}' is not a valid {k}", pos, src, did_you_mean(
+                    b.value.id if isinstance(b.value, ast.Name) else "", keys[k]))
+        else:
+            _check_expr(b.value, src, params, {}, allow_deriv=False)
+    for k in SCHEME_REQUIRED[kind]:
+        if k not in given:
+            example = ", ".join(f"{r} = ..." for r in SCHEME_REQUIRED[kind])
+            raise PdeError(f"the {kind} scheme needs '{k}'", sch.pos, src, f"scheme {kind}({example})")
+
+
+# ------------------------------------------------------------- pass 2: AST -> sympy objects
+class _Builder:
+    """Constructs sympy expressions from AST nodes (no text is ever parsed by sympy)."""
+
+    def __init__(self, src: Source, scope: dict[str, sp.Expr],
+                 funcs: dict[str, tuple[sp.Symbol, sp.Expr]], field_sym: Optional[sp.Symbol] = None):
+        self.src, self.scope, self.funcs, self.field_sym = src, scope, funcs, field_sym
+
+    def __call__(self, e: ast.Expr) -> sp.Expr:
+        if isinstance(e, ast.Num):
+            return _number(e, self.src)
+        if isinstance(e, ast.Name):
+            return self.scope[e.id]
+        if isinstance(e, ast.Neg):
+            return -self(e.operand)
+        if isinstance(e, ast.BinOp):
+            a, b = self(e.left), self(e.right)
+            if e.op == "+":
+                return a + b
+            if e.op == "-":
+                return a - b
+            if e.op == "*":
+                return a * b
+            if e.op == "/":
+                if b == 0:
+                    raise PdeError("division by zero", e.right.pos, self.src, "a nonzero divisor")
+                return a / b
+            return _power(a, b, e, self.src)
+        return self._call(e)
+
+    def _call(self, e: ast.Call) -> sp.Expr:
+        args = [self(a) for a in e.args]
+        f = e.func
+        if f in MATH_FUNCTIONS:
+            return MATH_FUNCTIONS[f][1](*args)
+        if f in self.funcs:
+            arg_sym, body = self.funcs[f]
+            return body.xreplace({arg_sym: args[0]})
+        m = _DERIV_RE.match(f)
+        if m:
+            op = DX if m.group(1)[0] == "x" else DY
+            return op(args[0], sp.Integer(len(m.group(1))))
+        return {"grad": GRAD, "div": DIV, "laplace": LAPLACE, "norm": NORM}[f](args[0])
+
+
+def _number(e: ast.Num, src: Source) -> sp.Rational:
+    """A decimal literal as an exact rational: 0.1 is 1/10, so bounds come out exact."""
+    mant, _, exp = e.text.lower().partition("e")
+    if exp and abs(int(exp)) > MAX_DECIMAL_EXPONENT:
+        raise PdeError(f"number {e.text} is out of range", e.pos, src,
+                       f"a number between 1e-{MAX_DECIMAL_EXPONENT} and 1e{MAX_DECIMAL_EXPONENT}")
+    if len(mant) > 60:
+        raise PdeError("number has too many digits", e.pos, src, "at most 60 digits")
+    return sp.Rational(e.text)
+
+
+def _power(a: sp.Expr, b: sp.Expr, e: ast.BinOp, src: Source) -> sp.Expr:
+    """a^b, refusing exponents that would make sympy build astronomically large numbers."""
+    if b.is_Number and abs(b) > MAX_EXPONENT:
+        raise PdeError(f"exponent {b} is too large", e.right.pos, src,
+                       f"an exponent of magnitude at most {MAX_EXPONENT}")
+    if a.is_Number and b.is_Number and a != 0 and abs(a) != 1:
+        digits = float(b) * math.log10(abs(float(a))) if math.isfinite(float(a)) else math.inf
+        if abs(digits) > MAX_DECIMAL_EXPONENT:
+            raise PdeError("number too large", e.pos, src,
+                           f"values between 1e-{MAX_DECIMAL_EXPONENT} and 1e{MAX_DECIMAL_EXPONENT}")
+    if a == 0 and b.is_Number and b <= 0:
+        raise PdeError("0 to a non-positive power", e.pos, src, "a nonzero base")
+    return a ** b
+
+
+def _constant(e: ast.Expr, src: Source, values: dict[str, sp.Expr], what: str) -> sp.Expr:
+    """A real finite constant from an expression over params."""
+    v = _Builder(src, dict(values), {})(e)
+    if not v.is_number:
+        raise PdeError(f"{what} must be a constant", e.pos, src, "numbers and params")
+    fv = complex(v.evalf(30))
+    if fv.imag != 0 or not math.isfinite(fv.real) or v.has(sp.zoo, sp.nan, sp.oo):
+        raise PdeError(f"{what} is not a finite real number ({v})", e.pos, src, "a finite real value")
+    if abs(fv.real) > 10.0 ** MAX_DECIMAL_EXPONENT:
+        raise PdeError(f"{what} is too large", e.pos, src,
+                       f"a value of magnitude at most 1e{MAX_DECIMAL_EXPONENT}")
+    return v
+
+
+def _positive(e: ast.Expr, src: Source, values, what: str) -> sp.Expr:
+    v = _constant(e, src, values, what)
+    if not v > 0:
+        raise PdeError(f"{what} must be positive, got {v}", e.pos, src, f"{what} > 0")
+    return v
+
+
+def _positive_int(e: ast.Expr, src: Source, values, what: str, limit: int) -> int:
+    v = _constant(e, src, values, what)
+    if not (v.is_Integer or (v.is_Rational and v.q == 1)) or v <= 0:
+        raise PdeError(f"{what} must be a positive integer, got {v}", e.pos, src,
+                       f"{what} = 1, 2, 3, ...")
+    if v > limit:
+        raise PdeError(f"{what} = {v} is too large", e.pos, src, f"at most {limit}")
+    return int(v)
+
+
+def build_model(spec: ast.Spec) -> Model:
+    """AST -> :class:`Model`: values, functions, the recognised diffusion form and settings."""
+    src = spec.source
+    st = {type(s): s for s in spec.statements}
+    values: dict[str, sp.Expr] = {}
+    symbols: dict[str, sp.Symbol] = {}
+    positions: dict[str, Pos] = {}
+    for p in (s for s in spec.statements if isinstance(s, ast.ParamStmt)):
+        values[p.name.text] = _constant(p.value, src, values, f"param '{p.name.text}'")
+        symbols[p.name.text] = param_symbol(p.name.text)
+    scope: dict[str, sp.Expr] = dict(symbols)
+    funcs: dict[str, tuple[sp.Symbol, sp.Expr]] = {}
+    kinds: dict[str, str] = {}
+    for f in (s for s in spec.statements if isinstance(s, ast.FunctionStmt)):
+        arg = sp.Symbol(f"{f.arg.text}'arg", real=True)
+        body = _Builder(src, {**scope, f.arg.text: arg}, funcs)(f.body)
+        funcs[f.name.text], kinds[f.name.text] = (arg, body), f.kind
+    fld: ast.FieldStmt = st[ast.FieldStmt]
+    eq: ast.EquationStmt = st[ast.EquationStmt]
+    u = sp.Symbol(f"{fld.name.text}'field", real=True)
+    rhs = _Builder(src, {**scope, fld.name.text: u}, funcs, u)(eq.rhs)
+    dims = tuple(d.text for d in fld.dims)
+    positions["equation"] = eq.rhs.pos
+    positions["field"] = fld.pos
+    subs = {symbols[k]: v for k, v in values.items()}
+    form = (_recognise_1d if len(dims) == 1 else _recognise_2d)(rhs, u, subs, eq, src)
+    flux = form.flux
+    diffusivity = _diffusivity_name(eq.rhs, kinds)
+
+    grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
+    size = _size(st.get(ast.SizeStmt), src, values, len(dims))
+    boundary = st[ast.BoundaryStmt].kind.text if ast.BoundaryStmt in st else "neumann"
+    stencil = _stencil(st.get(ast.StencilStmt), src, values)
+    sch: ast.SchemeStmt = st[ast.SchemeStmt]
+    settings = _settings(sch, src, values)
+    positions["scheme"] = sch.pos
+    for k, t in ((ast.GridStmt, "grid"), (ast.BoundaryStmt, "boundary"), (ast.StencilStmt, "stencil"),
+                 (ast.SizeStmt, "size")):
+        if k in st:
+            positions[t] = st[k].pos
+    return Model(
+        name=st[ast.PdeStmt].name.text, field=fld.name.text, dims=dims, order=form.order,
+        flux=flux, params=values, param_symbols=symbols, diffusivity=diffusivity,
+        linear=form.linear, factor=form.factor, rhs=rhs, equation_text=unparse(eq.rhs),
+        grid=grid, size=size, boundary=boundary, stencil=stencil, scheme=sch.kind.text,
+        settings=settings, source=src, positions=positions,
+    )
+
+
+def _diffusivity_name(e: ast.Expr, kinds: dict[str, str]) -> Optional[str]:
+    """The first user diffusivity/flux called in the equation, for reports."""
+    if isinstance(e, ast.Call):
+        if e.func in kinds:
+            return e.func
+        for a in e.args:
+            n = _diffusivity_name(a, kinds)
+            if n:
+                return n
+    elif isinstance(e, ast.BinOp):
+        return _diffusivity_name(e.left, kinds) or _diffusivity_name(e.right, kinds)
+    elif isinstance(e, ast.Neg):
+        return _diffusivity_name(e.operand, kinds)
+    return None
+
+
+# ------------------------------------------------------------------------- recognition
+ACCEPTED_FORMS = (
+    "dt(u) = dx( g(dx(u)^2) * dx(u) ) | dt(u) = dx( phi(dx(u)) ) | dt(u) = dxx(u) | "
+    "dt(u) = -dxx( g(dxx(u)^2) * dxx(u) ) | dt(u) = -dxxxx(u) | "
+    "dt(u) = (-1)^(m+1) d^m( phi(d^m(u)) ) | "
+    "dt(u) = div( g(norm(grad(u))^2) * grad(u) ) | dt(u) = laplace(u); "
+    "a positive constant factor is allowed"
+)
+
+
+@dataclass(frozen=True)
+class _Form:
+    order: int
+    flux: sp.Expr
+    linear: bool
+    factor: sp.Expr
+
+
+def _refuse(what: str, eq: ast.EquationStmt, src: Source) -> PdeError:
+    return PdeError(f"the equation is not generalised nonlinear diffusion: {what}", eq.rhs.pos, src,
+                    ACCEPTED_FORMS)
+
+
+def _split_factor(rhs: sp.Expr, u: sp.Symbol, eq, src) -> tuple[sp.Expr, sp.Expr]:
+    if rhs.is_Add:
+        terms = [show(t) for t in rhs.args]
+        raise _refuse(f"it is a sum of {len(terms)} terms ({'; '.join(terms)}), not one divergence",
+                      eq, src)
+    if not rhs.has(u):
+        raise _refuse(f"the right side {show(rhs)} does not involve the field", eq, src)
+    return rhs.as_independent(u, as_Add=False)
+
+
+def _check_sign(c: sp.Expr, m: int, values: dict, eq, src) -> None:
+    """The factor c in u_t = c d^m(...) must make (-1)^(m+1) c a positive constant."""
+    k = ((-1) ** (m + 1) * c).xreplace(values)
+    if not k.is_number:
+        raise _refuse(f"the factor {show(c)} is not a constant", eq, src)
+    if not k.is_positive:
+        want = "+" if m % 2 == 1 else "-"
+        raise _refuse(f"the sign is that of backward (anti-)diffusion: for order m = {m} the form is "
+                      f"dt(u) = {want}{'d' + 'x' * m}(...) with a positive factor (got {show(c)})",
+                      eq, src)
+
+
+def _recognise_1d(rhs: sp.Expr, u: sp.Symbol, values: dict, eq: ast.EquationStmt,
+                  src: Source) -> _Form:
+    c, core = _split_factor(rhs, u, eq, src)
+    if core.func is not DX:
+        raise _refuse(f"{show(core)} is not a derivative dx...(...)", eq, src)
+    inner, k = core.args[0], int(core.args[1])
+    if inner == u:  # linear: dt(u) = c d^(2m) u
+        if k % 2:
+            raise _refuse(f"{show(core)} has odd order {k}: that is transport, not diffusion", eq, src)
+        m = k // 2
+        _check_sign(c, m, values, eq, src)
+        return _Form(m, (-1) ** (m + 1) * c * S, True, (-1) ** (m + 1) * c)
+    m = k
+    phi = inner.xreplace({DX(u, sp.Integer(m)): S})
+    stray = [a for a in phi.atoms(sp.Function) if a.func in (DX, DY)] + ([u] if phi.has(u) else [])
+    if stray:
+        raise _refuse(f"inside {'d' + 'x' * m}(...) the flux may depend on the field only through "
+                      f"{'d' + 'x' * m}(u); found {show(stray[0])}", eq, src)
+    if not phi.has(S):
+        raise _refuse(f"the flux {show(inner)} does not depend on {'d' + 'x' * m}(u)", eq, src)
+    _check_sign(c, m, values, eq, src)
+    flux = (-1) ** (m + 1) * c * phi
+    return _Form(m, flux, _is_linear(flux), (-1) ** (m + 1) * c)
+
+
+def _recognise_2d(rhs: sp.Expr, u: sp.Symbol, values: dict, eq: ast.EquationStmt,
+                  src: Source) -> _Form:
+    c, core = _split_factor(rhs, u, eq, src)
+    grad = GRAD(u)
+    if core == LAPLACE(u) or core == DIV(grad):
+        _check_sign(c, 1, values, eq, src)
+        return _Form(1, c * S, True, c)
+    if core.func is not DIV:
+        raise _refuse(f"{show(core)} is not div(...) or laplace(u)", eq, src)
+    inner = core.args[0]
+    r = sp.Symbol("r'norm", nonnegative=True)
+    # The diffusivity sees grad(u) only through its norm: name the norm first, then split.
+    g, vec = inner.xreplace({NORM(grad): r}).as_independent(grad, as_Add=False)
+    if vec != grad:
+        raise _refuse(f"inside div(...) the flux must be g(norm(grad(u))^2) * grad(u); found {show(inner)}",
+                      eq, src)
+    if g.has(u) or any(a.func in (GRAD, DIV, NORM, LAPLACE, DX, DY) for a in g.atoms(sp.Function)):
+        raise _refuse(f"the diffusivity {show(g)} may depend on the field only through norm(grad(u))",
+                      eq, src)
+    _check_sign(c, 1, values, eq, src)
+    flux = c * g.xreplace({r: sp.Abs(S)}) * S
+    return _Form(1, flux, _is_linear(flux), c)
+
+
+def _is_linear(flux: sp.Expr) -> bool:
+    return flux.is_polynomial(S) and sp.Poly(flux, S).degree() == 1
+
+
+# ---------------------------------------------------------------------------- settings
+def _grid(stmt: Optional[ast.GridStmt], src, values, ndim: int) -> tuple[sp.Expr, ...]:
+    if stmt is None:
+        return (sp.Integer(1),) * ndim
+    got = {b.name.text: _positive(b.value, src, values, f"grid spacing {b.name.text}") for b in stmt.bindings}
+    if ndim == 1:
+        return (got["h"],)
+    if "h" in got:
+        return (got["h"], got["h"])
+    if len(got) != 2:
+        raise PdeError("a 2D grid needs hx and hy (or h)", stmt.pos, src, "grid hx = 1, hy = 1")
+    return (got["hx"], got["hy"])
+
+
+def _size(stmt: Optional[ast.SizeStmt], src, values, ndim: int) -> Optional[tuple[int, ...]]:
+    if stmt is None:
+        return None
+    got = {b.name.text: _positive_int(b.value, src, values, f"size {b.name.text}", MAX_POINTS)
+           for b in stmt.bindings}
+    size = (got["N"],) if ndim == 1 else (got["NX"], got["NY"])
+    if math.prod(size) > MAX_POINTS:
+        raise PdeError(f"grid of {math.prod(size)} points is too large", stmt.pos, src,
+                       f"at most {MAX_POINTS} points")
+    return size
+
+
+def _stencil(stmt: Optional[ast.StencilStmt], src, values) -> StencilChoice:
+    if stmt is None:
+        return StencilChoice("forward")
+    if stmt.kind is not None:
+        return StencilChoice(stmt.kind.text, pos=stmt.pos)
+    weights = tuple(_constant(w, src, values, "stencil weight") for w in stmt.weights)
+    off = _constant(stmt.offset, src, values, "stencil offset")
+    if not (off.is_Integer and 0 <= off < len(weights)):
+        raise PdeError(f"offset {off} is not an index into the {len(weights)} weights", stmt.offset.pos,
+                       src, f"an integer from 0 to {len(weights) - 1}")
+    if all(w == 0 for w in weights):
+        raise PdeError("all stencil weights are zero", stmt.pos, src, "a nonzero difference stencil")
+    return StencilChoice("weights", weights, int(off), stmt.pos)
+
+
+def _settings(sch: ast.SchemeStmt, src, values) -> dict[str, Setting]:
+    kind = sch.kind.text
+    keys = SCHEME_KEYS[kind]
+    out: dict[str, Setting] = {k: Setting(v, None) for k, v in SCHEME_DEFAULTS[kind].items()}
+    for b in sch.bindings:
+        k, want = b.name.text, keys[b.name.text]
+        if isinstance(want, tuple):
+            out[k] = Setting(b.value.id, b.value.pos)
+        elif want == "int":
+            limit = MAX_STEPS if k in ("steps", "cycles", "iterations") else 10_000
+            out[k] = Setting(_positive_int(b.value, src, values, k, limit), b.value.pos)
+        else:
+            out[k] = Setting(_positive(b.value, src, values, k), b.value.pos)
+    return out
+
+
+def compile_model(spec: ast.Spec) -> Model:
+    """check_spec followed by build_model."""
+    return build_model(check_spec(spec))
+
+
+# ------------------------------------------------------------------ printing and the graph
+def _display(expr: sp.Expr) -> sp.Expr:
+    """Replaces internal symbols (``lambda'``, ``u'field``) by their user-facing names."""
+    rep = {}
+    for sym in expr.free_symbols:
+        name = sym.name.split("'")[0]
+        rep[sym] = sp.Symbol(name)
+    return expr.xreplace(rep)
+
+
+def show(expr: sp.Expr) -> str:
+    """An expression in .pde syntax: ``dx(u, 2)`` is shown as ``dxx(u)``, powers with ``^``."""
+    return _show(_display(expr))
+
+
+_DERIVS = (DX, DY, GRAD, DIV, NORM, LAPLACE)
+
+
+def _show(e: sp.Expr) -> str:
+    if isinstance(e, sp.Function) and e.func in (DX, DY):
+        return f"d{('x' if e.func is DX else 'y') * int(e.args[1])}({_show(e.args[0])})"
+    if isinstance(e, sp.Function) and e.func in _DERIVS:
+        return f"{e.func.__name__}({_show(e.args[0])})"
+    # Derivatives inside arithmetic: print with placeholders, then put them back.
+    atoms = sorted((a for a in e.atoms(sp.Function) if a.func in _DERIVS), key=sp.default_sort_key)
+    place = {a: sp.Symbol(f"_d{i}_") for i, a in enumerate(atoms)}
+    text = sp.sstr(e.xreplace(place)).replace("**", "^")
+    for a, p in place.items():
+        text = text.replace(p.name, _show(a))
+    return text
+
+
+def unparse(e: ast.Expr) -> str:
+    """The AST printed back in .pde syntax (normalised spacing), for docstrings and reports."""
+    prec = {"+": 1, "-": 1, "*": 2, "/": 2, "^": 4}
+
+    def go(n: ast.Expr, parent: int = 0, right: bool = False) -> str:
+        if isinstance(n, ast.Num):
+            return n.text
+        if isinstance(n, ast.Name):
+            return n.id
+        if isinstance(n, ast.Call):
+            return f"{n.func}({', '.join(go(a) for a in n.args)})"
+        if isinstance(n, ast.Neg):
+            t = "-" + go(n.operand, 3)
+            return f"({t})" if parent >= 3 else t
+        p = prec[n.op]
+        if n.op == "^":
+            t = f"{go(n.left, 5)}^{go(n.right, 3)}"
+        else:
+            t = f"{go(n.left, p)} {n.op} {go(n.right, p + 1)}"
+        return f"({t})" if p < parent else t
+
+    return go(e)
+
+
+def expression_graph(model: Model) -> nx.DiGraph:
+    """The equation's right side as a DAG: nodes are operators, functions, symbols, numbers.
+
+    Node attribute ``label`` is the operator (``dx^1``, ``Mul``, ``exp``, ``lambda``); edges go
+    from an operator to its operands with attribute ``index``.  Shared subexpressions share a node.
+    """
+    g = nx.DiGraph(name=model.name)
+
+    def label(e: sp.Expr) -> str:
+        if isinstance(e, sp.Function) and e.func in (DX, DY):
+            return f"d{'x' if e.func is DX else 'y'}^{int(e.args[1])}"
+        if isinstance(e, sp.Symbol):
+            return e.name.split("'")[0]
+        if e.is_Number:
+            return str(e)
+        return type(e).__name__ if not isinstance(e, sp.Function) else e.func.__name__
+
+    def visit(e: sp.Expr) -> str:
+        node = sp.srepr(e) if len(e.args) < 30 else str(id(e))
+        if node in g:
+            return node
+        g.add_node(node, label=label(e))
+        args = e.args[:1] if isinstance(e, sp.Function) and e.func in (DX, DY) else e.args
+        for i, a in enumerate(args):
+            g.add_edge(node, visit(a), index=i)
+        return node
+
+    root = visit(model.rhs)
+    g.graph["root"] = root
+    return g
+
+
+def graph_text(g: nx.DiGraph) -> str:
+    """The expression graph as an indented tree (shared nodes printed once, then referenced)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+
+    def go(n: str, depth: int) -> None:
+        lbl = g.nodes[n]["label"]
+        kids = sorted(g.successors(n), key=lambda k: g.edges[n, k]["index"])
+        if n in seen and kids:
+            lines.append("  " * depth + f"{lbl} (shared)")
+            return
+        seen.add(n)
+        lines.append("  " * depth + lbl)
+        for k in kids:
+            go(k, depth + 1)
+
+    go(g.graph["root"], 0)
+    return "\n".join(lines)
+
+
+def python_name(name: str, taken: set[str]) -> str:
+    """A safe Python identifier for a .pde name: keywords and builtins get a trailing '_'."""
+    import builtins
+
+    out = name
+    while keyword.iskeyword(out) or hasattr(builtins, out) or out in taken or not out.isidentifier():
+        out += "_"
+    return out

@@ -1,0 +1,238 @@
+"""Stage 8: the command line, ``pde2net check | compile | run``.
+
+Exit status: 0 success, 1 a check that failed (``--strict`` on a spec not proven stable),
+2 bad input (one message with file:line:col and a caret, never a traceback), 3 internal error.
+``check`` never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+from .analyse import graph_text
+from .errors import PdeError, Source
+from .program import Program, load
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_SIZE = 256
+
+EPILOG = """examples:
+  pde2net check examples/perona_malik.pde
+  pde2net check examples/perona_malik.pde --json
+  pde2net compile examples/perona_malik.pde -o pm.py
+  pde2net run examples/perona_malik.pde --input signal.npy --output out.npy --dtype float64
+"""
+
+
+# --------------------------------------------------------------------------------- check
+def check_text(prog: Program) -> str:
+    """The human-readable report: structure, network, bound, verdict."""
+    from .codegen import describe_network
+
+    m, a, r = prog.model, prog.arch, prog.stability
+    st = a.stencils[0]
+    n_out = "N -> N-%d" % (st.stencil.size - 1) if st.boundary == "neumann" else "N -> N"
+    boundary_meaning = {"neumann": "zero flux, valid convolution", "periodic": "circular padding",
+                        "dirichlet": "zero extension"}[st.boundary]
+    lines = [
+        f"{m.name}: generalised nonlinear diffusion of order 2m = {2 * m.order} ({m.ndim}D)",
+        f"  equation   dt({m.field}) = {m.equation_text}",
+        f"  flux       Phi(s) = {a.flux.text}"
+        + (f"   (from diffusivity {m.diffusivity})" if m.diffusivity else ""),
+        f"  stencil    D = {st.stencil.describe()} ({m.stencil.kind}, accuracy O(h^{st.stencil.accuracy})), "
+        f"{st.boundary} boundary ({boundary_meaning}, {n_out})",
+        f"  scheme     {m.scheme}: " + ", ".join(f"{k} = {v.value}" for k, v in m.settings.items()),
+        f"  network    {describe_network(a)}",
+        "",
+        "expression graph (right-hand side)",
+        "  " + graph_text(prog.graph).replace("\n", "\n  "),
+        "",
+        "stability",
+        f"  L = sup Phi(s)/s     {_num(r.L)}",
+        f"  ||D||^2 <=           {_num(r.norm_D_sq)}   (symbol bound, exact: {r.exact.get('norm_D_sq')})",
+        f"  tau_max              {_num(r.tau_max)}   (= 2/(L ||D||^2) = {r.bound_expr})",
+        f"  tau                  {_num(r.tau)}",
+    ]
+    for h in r.hypotheses:
+        mark = {True: "yes", False: "NO", None: "unknown"}[h["holds"]]
+        lines.append(f"  {h['name']:<22} {mark:<8} {h['detail']}")
+    lines += ["", f"verdict: {r.verdict.upper()} ({r.guarantee}; {r.statement})", f"  {r.reason}"]
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return "none" if x is None else f"{x:.10g}"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    prog = load(args.file)
+    report = prog.stability
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(check_text(prog))
+    return EXIT_FAILED if args.strict and not report.stable else EXIT_OK
+
+
+# ------------------------------------------------------------------------------- compile
+def cmd_compile(args: argparse.Namespace) -> int:
+    prog = load(args.file)
+    src = prog.source()
+    if args.output:
+        Path(args.output).write_text(src, encoding="utf-8")
+        print(f"wrote {args.output}: class {prog.arch.class_name} ({prog.stability.verdict})",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(src)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- run
+def test_signal(n: int, batch: int = 1, seed: int = 0):
+    """The bundled test signal: piecewise constant with 8 seeded jumps plus 5% Gaussian noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((batch, n))
+    for b in range(batch):
+        edges = np.sort(rng.choice(np.arange(1, n), size=min(8, n - 1), replace=False))
+        levels = rng.uniform(-1.0, 1.0, size=edges.size + 1)
+        out[b] = np.repeat(levels, np.diff(np.concatenate([[0], edges, [n]])))
+    return out + 0.05 * rng.standard_normal(out.shape)
+
+
+def _read_input(path: str, prog: Program):
+    import numpy as np
+
+    where = Source("", path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise PdeError(f"cannot read input: {exc}", None, where) from None
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
+        raise PdeError(f"the input must hold a real numeric array, got dtype {data.dtype}", None, where)
+    if data.ndim not in (1, 2):
+        raise PdeError(f"the input has shape {data.shape}", None, where,
+                       "an array of shape (N,) or (B, N)")
+    if data.size and not np.all(np.isfinite(data)):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise PdeError(f"the input contains {bad} NaN or infinite values", None, where, "finite values")
+    from .lower import min_points
+
+    if data.shape[-1] < min_points(prog.arch):
+        raise PdeError(f"the input has {data.shape[-1]} points", None, where,
+                       f"at least {min_points(prog.arch)} points for this stencil")
+    return data
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    prog = load(args.file)
+    report = prog.stability
+    if not report.stable:
+        print(f"warning: {report.verdict}: {report.reason}", file=sys.stderr)
+    if args.input:
+        data = _read_input(args.input, prog)
+    else:
+        n = prog.arch.size[0] if prog.arch.size else DEFAULT_SIZE
+        data = test_signal(n)[0]
+    import torch
+
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    net = prog.module(backend=args.backend, steps=args.steps)
+    u0 = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=args.device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        u = net(u0)
+    elapsed = time.perf_counter() - t0
+    out = u.detach().cpu().numpy()
+    if args.output:
+        np.save(args.output, out)
+    steps = net.steps if args.steps is None else args.steps
+    n0, n1 = float(np.linalg.norm(data)), float(np.linalg.norm(out.astype(np.float64)))
+    print(f"{prog.name}: {steps} steps on shape {tuple(out.shape)} ({args.dtype}, {args.backend}) "
+          f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g}"
+          + (f"; wrote {args.output}" if args.output else ""))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- the parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pde2net", description="Compile nonlinear diffusion PDE schemes (.pde files) into "
+        "PyTorch networks with a derived stability bound.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"pde2net {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("check", help="print the structure, network, bound and verdict",
+                       description="Analyse a spec: structure, network, derived bound, verdict.",
+                       epilog="example: pde2net check examples/perona_malik.pde --json")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="one JSON object (see README for the keys)")
+    c.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is 'stable'")
+    c.set_defaults(func=cmd_check)
+
+    c = sub.add_parser("compile", help="write the network as standalone Python source",
+                       description="Emit a standalone module that imports only torch.",
+                       epilog="example: pde2net compile examples/perona_malik.pde -o pm.py")
+    c.add_argument("file")
+    c.add_argument("-o", "--output", help="output .py file (default: standard output)")
+    c.set_defaults(func=cmd_compile)
+
+    c = sub.add_parser("run", help="run the network on a signal",
+                       description="Run the network on an .npy signal of shape (N,) or (B, N), "
+                       "or on the bundled test signal of the spec's size.",
+                       epilog="example: pde2net run examples/perona_malik.pde --input s.npy --output out.npy")
+    c.add_argument("file")
+    c.add_argument("--input", help=".npy array of shape (N,) or (B, N); default: bundled test signal")
+    c.add_argument("--output", help=".npy file for the result (same shape as the input)")
+    c.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    c.add_argument("--steps", type=_nonneg_int, help="number of time steps (default: the scheme's)")
+    c.add_argument("--backend", choices=("fused", "conv"), default="fused")
+    c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    c.set_defaults(func=cmd_run)
+    return p
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``pde2net`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PdeError as err:
+        print(err.format(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - users see one line; developers set PDE2NET_DEBUG
+        if os.environ.get("PDE2NET_DEBUG"):
+            raise
+        print(f"pde2net: internal error: {type(exc).__name__}: {exc}\n"
+              f"(this is a bug in pde2net; rerun with PDE2NET_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The one error type users see, with the source position it points at.
+
+Every stage raises :class:`PdeError` for bad input.  Its :meth:`PdeError.format` renders
+``file:line:col: error: ...``, the offending line and a caret under the place, then what was
+expected: the form the DSL reference fixes.  The CLI prints that and exits with status 2.
+"""
+from __future__ import annotations
+
+import difflib
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A 1-based line and column in a source text (``end_col`` exclusive, same line)."""
+
+    line: int
+    col: int
+    end_col: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A spec's text and the name it is reported under."""
+
+    text: str
+    filename: str = "<string>"
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else ""
+
+
+class PdeError(Exception):
+    """Bad input: a message, where it is, and what was expected there."""
+
+    def __init__(
+        self,
+        message: str,
+        pos: Optional[Pos] = None,
+        source: Optional[Source] = None,
+        expected: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+        self.source = source
+        self.expected = expected
+
+    def with_source(self, source: Source) -> "PdeError":
+        """The same error, attached to ``source`` if it has none yet."""
+        if self.source is None:
+            self.source = source
+        return self
+
+    def format(self) -> str:
+        """``file:line:col: error: message``, the line, a caret, and what was expected."""
+        where = f"{self.source.filename}: " if self.source else ""
+        if self.pos is None:
+            out = [f"{where}error: {self.message}"]
+        else:
+            out = [f"{where[:-2]}:{self.pos.line}:{self.pos.col}: error: {self.message}"]
+            line = self.source.line_text(self.pos.line) if self.source else ""
+            if line:
+                width = 1
+                if self.pos.end_col is not None and self.pos.end_col > self.pos.col:
+                    width = self.pos.end_col - self.pos.col
+                # Tabs are kept so the caret lines up under the same glyph.
+                pad = "".join(c if c == "\t" else " " for c in line[: self.pos.col - 1])
+                out += [f"    {line}", f"    {pad}{'^' * width}"]
+        if self.expected:
+            out.append(f"expected: {self.expected}")
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """The valid choices, and the closest one when the word looks like a typo."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    listing = ", ".join(choices) if choices else "(none)"
+    return f"one of {listing}" + (f" (did you mean '{close[0]}'?)" if close else "")
+
+
+def describe_char(ch: str) -> str:
+    """A readable name for a character, e.g. ``'а' (U+0430 CYRILLIC SMALL LETTER A)``."""
+    name = unicodedata.name(ch, "unnamed character")
+    shown = ch if ch.isprintable() else repr(ch)
+    return f"'{shown}' (U+{ord(ch):04X} {name})"

@@ -1,0 +1,220 @@
+"""Sympy expressions -> a small op tree that NumPy, torch and the source printer all share.
+
+The flux Phi reaches the network, the standalone source and the numeric cross-checks of the
+stability pass through this one tree, so the three compute the same operations in the same
+order (the live module and the emitted source agree bit for bit).  Nothing here evaluates text:
+the tree is built from sympy objects and evaluated by walking it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import sympy as sp
+
+UNARY = {
+    sp.exp: "exp", sp.log: "log", sp.Abs: "abs", sp.tanh: "tanh", sp.sin: "sin",
+    sp.cos: "cos", sp.atan: "atan",
+}
+
+
+class UnsupportedExpression(ValueError):
+    """An expression node the emitters do not know (an internal limit, reported clearly)."""
+
+
+@dataclass(frozen=True)
+class Op:
+    """``kind`` is one of const, var, add, mul, div, neg, pow, sqrt, rsqrt, min, max or a unary
+    function name; ``value`` holds a constant's float or a power's exponent, ``name`` a var."""
+
+    kind: str
+    args: tuple["Op", ...] = ()
+    value: Any = None
+    name: str = ""
+
+
+def lower_expr(expr: sp.Expr, variables: Mapping[sp.Symbol, str]) -> Op:
+    """Translates ``expr`` into an :class:`Op` tree; ``variables`` names its free symbols."""
+    if expr.is_Symbol:
+        if expr not in variables:
+            raise UnsupportedExpression(f"free symbol {expr} has no name")
+        return Op("var", name=variables[expr])
+    if expr.is_number:
+        v = complex(sp.N(expr, 30))
+        if v.imag != 0 or not math.isfinite(v.real):
+            raise UnsupportedExpression(f"constant {expr} is not a finite real number")
+        return Op("const", value=float(v.real))
+    if expr.is_Add:
+        return Op("add", tuple(lower_expr(a, variables) for a in expr.args))
+    if expr.is_Mul:
+        return _lower_mul(expr, variables)
+    if expr.is_Pow:
+        return _lower_pow(expr.base, expr.exp, variables)
+    if expr.func in UNARY:
+        return Op(UNARY[expr.func], (lower_expr(expr.args[0], variables),))
+    if isinstance(expr, (sp.Min, sp.Max)):
+        kind = "min" if isinstance(expr, sp.Min) else "max"
+        args = [lower_expr(a, variables) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = Op(kind, (out, a))
+        return out
+    raise UnsupportedExpression(f"cannot emit {type(expr).__name__}: {expr}")
+
+
+def _lower_mul(expr: sp.Expr, variables) -> Op:
+    coeff, factors = expr.as_coeff_mul()
+    num, den = [], []
+    for f in factors:
+        if f.is_Pow and f.exp.is_Number and f.exp < 0:
+            den.append(_lower_pow(f.base, -f.exp, variables))
+        else:
+            num.append(lower_expr(f, variables))
+    sign = -1 if coeff < 0 else 1
+    if abs(coeff) != 1 or not num:
+        num.insert(0, Op("const", value=float(abs(coeff))))
+    top = num[0] if len(num) == 1 else Op("mul", tuple(num))
+    if den:
+        top = Op("div", (top, den[0] if len(den) == 1 else Op("mul", tuple(den))))
+    return Op("neg", (top,)) if sign < 0 else top
+
+
+def _lower_pow(base: sp.Expr, exp: sp.Expr, variables) -> Op:
+    b = lower_expr(base, variables)
+    if exp == sp.Rational(1, 2):
+        return Op("sqrt", (b,))
+    if exp == sp.Rational(-1, 2):
+        return Op("rsqrt", (b,))
+    if exp == 1:
+        return b
+    if exp == -1:
+        return Op("div", (Op("const", value=1.0), b))
+    if exp.is_Integer:
+        return Op("pow", (b,), value=int(exp))
+    if exp.is_number:
+        return Op("pow", (b,), value=float(exp))
+    return Op("pow", (b, lower_expr(exp, variables)))
+
+
+# ------------------------------------------------------------------------------ evaluation
+def _numpy_lib() -> dict[str, Callable]:
+    import numpy as np
+
+    return {
+        "exp": np.exp, "log": np.log, "abs": np.abs, "tanh": np.tanh, "sin": np.sin, "cos": np.cos,
+        "atan": np.arctan, "sqrt": np.sqrt, "rsqrt": lambda x: 1.0 / np.sqrt(x),
+        "min": np.minimum, "max": np.maximum,
+    }
+
+
+def _torch_lib() -> dict[str, Callable]:
+    import torch
+
+    def bound(kind):
+        def f(a, b):
+            if isinstance(b, float):
+                return torch.clamp(a, max=b) if kind == "min" else torch.clamp(a, min=b)
+            if isinstance(a, float):
+                return f(b, a)
+            return torch.minimum(a, b) if kind == "min" else torch.maximum(a, b)
+        return f
+
+    return {
+        "exp": torch.exp, "log": torch.log, "abs": torch.abs, "tanh": torch.tanh, "sin": torch.sin,
+        "cos": torch.cos, "atan": torch.atan, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt,
+        "min": bound("min"), "max": bound("max"),
+    }
+
+
+LIBS: dict[str, Callable[[], dict[str, Callable]]] = {"numpy": _numpy_lib, "torch": _torch_lib}
+
+
+def evaluate(op: Op, env: Mapping[str, Any], lib: Mapping[str, Callable]) -> Any:
+    """Evaluates the tree with the functions of ``lib`` (see :data:`LIBS`)."""
+    k = op.kind
+    if k == "const":
+        return op.value
+    if k == "var":
+        return env[op.name]
+    args = [evaluate(a, env, lib) for a in op.args]
+    if k == "add":
+        out = args[0]
+        for a in args[1:]:
+            out = out + a
+        return out
+    if k == "mul":
+        out = args[0]
+        for a in args[1:]:
+            out = out * a
+        return out
+    if k == "div":
+        return args[0] / args[1]
+    if k == "neg":
+        return -args[0]
+    if k == "pow":
+        return args[0] ** (op.value if len(args) == 1 else args[1])
+    return lib[k](*args)
+
+
+# ----------------------------------------------------------------------------- source text
+_PREC = {"add": 1, "neg": 2, "mul": 3, "div": 3, "pow": 5}
+
+
+def to_source(op: Op, names: Mapping[str, str], module: str = "torch",
+              scalars: frozenset[str] = frozenset()) -> str:
+    """Python source computing the tree; ``names`` maps var names to Python identifiers.
+
+    ``scalars`` are vars that are plain floats at run time (params), so ``min``/``max`` against
+    them print as ``clamp``.  Evaluation order matches :func:`evaluate` (left-assoc sums and
+    products), so the printed source and the live module agree bit for bit.
+    """
+    return _src(op, _Names(names, scalars), module, 0)
+
+
+@dataclass(frozen=True)
+class _Names:
+    names: Mapping[str, str]
+    scalars: frozenset[str]
+
+    def __getitem__(self, k: str) -> str:
+        return self.names[k]
+
+    def is_scalar(self, op: Op) -> bool:
+        if op.kind == "var":
+            return op.name in self.scalars
+        return op.kind == "const" or all(self.is_scalar(a) for a in op.args)
+
+
+def _src(op: Op, names: _Names, mod: str, parent: int) -> str:
+    k = op.kind
+    if k == "const":
+        text = repr(op.value)
+        return f"({text})" if op.value < 0 or text in ("inf", "nan") else text
+    if k == "var":
+        return names[op.name]
+    p = _PREC.get(k, 9)
+    if k == "add":
+        text = " + ".join(_src(a, names, mod, p if i == 0 else p + 1) for i, a in enumerate(op.args))
+    elif k == "mul":
+        text = " * ".join(_src(a, names, mod, p if i == 0 else p + 1) for i, a in enumerate(op.args))
+    elif k == "div":
+        text = f"{_src(op.args[0], names, mod, p)} / {_src(op.args[1], names, mod, p + 1)}"
+    elif k == "neg":
+        text = f"-{_src(op.args[0], names, mod, p + 1)}"
+    elif k == "pow":
+        exp = repr(op.value) if len(op.args) == 1 else _src(op.args[1], names, mod, p)
+        exp = f"({exp})" if exp.startswith("-") else exp
+        text = f"{_src(op.args[0], names, mod, p + 1)} ** {exp}"
+    elif k in ("min", "max"):
+        a, b = op.args
+        if names.is_scalar(b) or names.is_scalar(a):
+            x, c = (a, b) if names.is_scalar(b) else (b, a)
+            key = "max" if k == "min" else "min"
+            return f"{mod}.clamp({_src(x, names, mod, 0)}, {key}={_src(c, names, mod, 0)})"
+        fn = "minimum" if k == "min" else "maximum"
+        return f"{mod}.{fn}({_src(a, names, mod, 0)}, {_src(b, names, mod, 0)})"
+    else:
+        fn = {"atan": "atan" if mod == "torch" else "arctan"}.get(k, k)
+        return f"{mod}.{fn}({', '.join(_src(a, names, mod, 0) for a in op.args)})"
+    return f"({text})" if p < parent else text

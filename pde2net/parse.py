@@ -1,0 +1,396 @@
+"""Stage 1: text -> :class:`Spec`, a dataclass AST with source positions.
+
+The grammar (``grammar/pde.lark``, shipped inside the package) is LALR(1).  Syntax errors are
+mapped to the closest of a table of malformed examples (lark's ``match_examples``) so that the
+message says what was expected in words; the transformer only builds nodes and never raises,
+because meaning is checked by a separate pass (:mod:`pde2net.analyse`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Optional, Union
+
+import lark
+
+from .errors import PdeError, Pos, Source, describe_char
+
+MAX_SOURCE_BYTES = 100_000
+MAX_NESTING = 60
+
+
+# --------------------------------------------------------------------------------------- AST
+@dataclass(frozen=True)
+class Num:
+    text: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str  # one of + - * / ^
+    left: "Expr"
+    right: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Call:
+    func: str
+    args: tuple["Expr", ...]
+    pos: Pos
+
+
+Expr = Union[Num, Name, BinOp, Neg, Call]
+
+
+@dataclass(frozen=True)
+class Ident:
+    text: str
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Binding:
+    name: Ident
+    value: Expr
+
+
+@dataclass(frozen=True)
+class PdeStmt:
+    name: Ident
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class ParamStmt:
+    name: Ident
+    value: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class FieldStmt:
+    name: Ident
+    dims: tuple[Ident, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class FunctionStmt:
+    kind: str  # "diffusivity" (a function of s^2) or "flux" (a function of s)
+    name: Ident
+    arg: Ident
+    body: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class EquationStmt:
+    lhs_op: Ident
+    lhs_field: Ident
+    rhs: Expr
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class GridStmt:
+    bindings: tuple[Binding, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class SizeStmt:
+    bindings: tuple[Binding, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class BoundaryStmt:
+    kind: Ident
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class StencilStmt:
+    kind: Optional[Ident]  # forward / backward / central, or None for a weight list
+    weights: tuple[Expr, ...]
+    offset: Optional[Expr]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class SchemeStmt:
+    kind: Ident
+    bindings: tuple[Binding, ...]
+    pos: Pos
+
+
+Statement = Union[
+    PdeStmt, ParamStmt, FieldStmt, FunctionStmt, EquationStmt, GridStmt, SizeStmt,
+    BoundaryStmt, StencilStmt, SchemeStmt,
+]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed ``.pde`` file: its statements in source order, and the source for messages."""
+
+    statements: tuple[Statement, ...]
+    source: Source
+
+
+# ---------------------------------------------------------------------------------- grammar
+def grammar_text() -> str:
+    """The grammar shipped with the package (``pde2net/grammar/pde.lark`` once installed)."""
+    try:
+        return resources.files("pde2net.grammar").joinpath("pde.lark").read_text("utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        # Running from a source tree that was never installed.
+        return (Path(__file__).resolve().parent.parent / "grammar" / "pde.lark").read_text("utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    return lark.Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+def _pos(meta_or_tok) -> Pos:
+    if isinstance(meta_or_tok, lark.Token):
+        end = meta_or_tok.end_column if meta_or_tok.end_line == meta_or_tok.line else None
+        return Pos(meta_or_tok.line, meta_or_tok.column, end)
+    end = meta_or_tok.end_column if meta_or_tok.end_line == meta_or_tok.line else None
+    return Pos(meta_or_tok.line, meta_or_tok.column, end)
+
+
+def _ident(tok: lark.Token) -> Ident:
+    return Ident(str(tok), _pos(tok))
+
+
+@lark.v_args(meta=True)
+class _ToAst(lark.Transformer):
+    """Builds AST nodes only; every check of meaning happens in the semantic pass."""
+
+    def start(self, meta, items):
+        return tuple(items)
+
+    # statements
+    def pde_stmt(self, meta, c):
+        return PdeStmt(_ident(c[0]), _pos(meta))
+
+    def param_stmt(self, meta, c):
+        return ParamStmt(_ident(c[0]), c[1], _pos(meta))
+
+    def field_stmt(self, meta, c):
+        return FieldStmt(_ident(c[0]), tuple(_ident(t) for t in c[1:]), _pos(meta))
+
+    def diffusivity_stmt(self, meta, c):
+        return FunctionStmt("diffusivity", _ident(c[0]), _ident(c[1]), c[2], _pos(meta))
+
+    def flux_stmt(self, meta, c):
+        return FunctionStmt("flux", _ident(c[0]), _ident(c[1]), c[2], _pos(meta))
+
+    def equation_stmt(self, meta, c):
+        return EquationStmt(_ident(c[0]), _ident(c[1]), c[2], _pos(meta))
+
+    def grid_stmt(self, meta, c):
+        return GridStmt(tuple(c), _pos(meta))
+
+    def size_stmt(self, meta, c):
+        return SizeStmt(tuple(c), _pos(meta))
+
+    def boundary_stmt(self, meta, c):
+        return BoundaryStmt(_ident(c[0]), _pos(meta))
+
+    def stencil_named(self, meta, c):
+        return StencilStmt(_ident(c[0]), (), None, _pos(meta))
+
+    def stencil_weights(self, meta, c):
+        return StencilStmt(None, tuple(c[:-1]), c[-1], _pos(meta))
+
+    def scheme_stmt(self, meta, c):
+        bindings = tuple(b for b in c[1:] if b is not None)
+        return SchemeStmt(_ident(c[0]), bindings, _pos(meta))
+
+    def binding(self, meta, c):
+        return Binding(_ident(c[0]), c[1])
+
+    # expressions
+    def number(self, meta, c):
+        return Num(str(c[0]), _pos(c[0]))
+
+    def name(self, meta, c):
+        return Name(str(c[0]), _pos(c[0]))
+
+    def call(self, meta, c):
+        args = tuple(a for a in c[1:] if a is not None)
+        return Call(str(c[0]), args, _pos(c[0]))
+
+    def _bin(op):  # noqa: N805 - a factory used at class creation
+        def build(self, meta, c):
+            return BinOp(op, c[0], c[1], _pos(meta))
+        return build
+
+    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+
+    def pow(self, meta, c):
+        return BinOp("^", c[0], c[2], _pos(meta))
+
+    def neg(self, meta, c):
+        return Neg(c[0], _pos(meta))
+
+
+# ----------------------------------------------------------------------- syntax error table
+# (what the user meant to write, [malformed examples]); match_examples picks the closest.
+_SYNTAX_EXAMPLES: dict[str, list[str]] = {
+    "a statement: pde, param, field, diffusivity, flux, equation, grid, size, boundary, stencil or scheme": [
+        "foo", "x = 1", "pde heat\nfoo bar", "3",
+    ],
+    "a name after the statement word (e.g. 'pde heat', 'param k = 1')": [
+        "pde", "pde 3", "param = 1", "param 3 = 1", "boundary", "field", "scheme",
+    ],
+    "'=' and a value (e.g. 'param k = 0.5')": [
+        "param k", "param k 1", "param k := 1", "grid h", "diffusivity g(s2)",
+    ],
+    "an expression: a number, a name, a call or '(' (e.g. '1 / (1 + s2)')": [
+        "param k =", "param k = *", "param k = 1 +", "param k = (", "param k = 1 * / 2",
+        "equation dt(u) =", "param k = )",
+    ],
+    "a closing ')'": ["param k = (1", "param k = (1 + 2", "param k = f(1", "equation dt(u) = dx(dx(u)"],
+    "an operator or the end of the line (one statement a line)": [
+        "param k = 1 2", "param k = 1 k", "pde heat heat", "param k = 2 (1)", "boundary neumann x",
+    ],
+    "'(' and the space variables, e.g. 'field u(x)' or 'field u(x, y)'": [
+        "field u", "field u x", "field u()", "field u(x,)", "field u(1)",
+    ],
+    "the argument in parentheses, e.g. 'diffusivity g(s2) = 1 / (1 + s2)'": [
+        "diffusivity g = 1", "diffusivity g() = 1", "flux phi = s", "diffusivity g(s2, t) = 1",
+    ],
+    "the left side dt(FIELD), e.g. 'equation dt(u) = dxx(u)'": [
+        "equation = 1", "equation dt = 1", "equation dt() = 1", "equation u = 1", "equation dt(u)",
+    ],
+    "a binding NAME = VALUE, e.g. 'grid h = 1' or 'size N = 256'": [
+        "grid 1", "grid = 1", "size 256", "grid h = 1,", "size N = 1, 2",
+    ],
+    "'forward', 'backward', 'central' or a weight list '[w0, w1, ...] @ OFFSET'": [
+        "stencil", "stencil 1", "stencil [1, -1]", "stencil [1, -1] 0", "stencil [] @ 0",
+        "stencil [1, -1 @ 0", "stencil (1, -1) @ 0",
+    ],
+    "the scheme's settings in parentheses, e.g. 'scheme explicit(tau = 0.25, steps = 100)'": [
+        "scheme explicit", "scheme explicit tau = 1", "scheme explicit(tau)", "scheme explicit(tau = 1",
+        "scheme explicit(tau = 1,)", "scheme explicit(1)", "scheme explicit(tau = 1 steps = 2)",
+    ],
+}
+
+
+def _syntax_error(err: lark.exceptions.UnexpectedInput, source: Source) -> PdeError:
+    pos = Pos(err.line, err.column) if getattr(err, "line", -1) and err.line > 0 else None
+    if isinstance(err, lark.exceptions.UnexpectedCharacters):
+        ch = source.text[err.pos_in_stream] if err.pos_in_stream < len(source.text) else ""
+        if ch and not ch.isascii():
+            return PdeError(
+                f"non-ASCII character {describe_char(ch)}",
+                pos, source, "ASCII letters, digits and '_' in names; ASCII operators",
+            )
+        return PdeError(
+            f"unexpected character {describe_char(ch)}", pos, source,
+            "a name, a number, an operator (+ - * / ^ **), '(', ')', ',', '=', '[', ']', '@' or '#'",
+        )
+    label = None
+    try:
+        label = err.match_examples(_parser().parse, _SYNTAX_EXAMPLES, use_accepts=True)
+    except Exception:  # a malformed example must never hide the user's error
+        label = None
+    if isinstance(err, lark.exceptions.UnexpectedEOF) or (
+        isinstance(err, lark.exceptions.UnexpectedToken) and err.token.type == "$END"
+    ):
+        lines = source.text.splitlines() or [""]
+        pos = Pos(len(lines), len(lines[-1]) + 1)
+        msg = "unexpected end of file"
+    else:
+        tok = err.token
+        shown = "end of line" if tok.type == "_NL" else f"'{tok}'"
+        msg = f"unexpected {shown}"
+        if tok.type != "_NL":
+            pos = Pos(tok.line, tok.column, tok.end_column if tok.end_line == tok.line else None)
+    return PdeError(msg, pos, source, label or _expected_from(err))
+
+
+def _expected_from(err: lark.exceptions.UnexpectedInput) -> str:
+    names = {
+        "NAME": "a name", "NUMBER": "a number", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='",
+        "COMMA": "','", "_NL": "end of line", "LSQB": "'['", "RSQB": "']'", "AT": "'@'",
+        "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "POW": "'^'",
+    }
+    exp = sorted(getattr(err, "expected", None) or getattr(err, "accepts", None) or [])
+    words = [names.get(e, e.lower()) for e in exp if not e.startswith("__")]
+    return "one of " + ", ".join(words) if words else "a valid statement"
+
+
+def _check_nesting(text: str, source: Source) -> None:
+    """Refuses absurd nesting up front: the LALR parser is iterative, but later stages recurse."""
+    depth = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for col, ch in enumerate(line.split("#", 1)[0], 1):
+            if ch in "([":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise PdeError(
+                        f"expression nested more than {MAX_NESTING} levels deep",
+                        Pos(lineno, col), source, "a simpler expression",
+                    )
+            elif ch in ")]":
+                depth = max(depth - 1, 0)
+        depth = 0  # parentheses never span lines
+
+
+def parse(text: str, filename: str = "<string>") -> Spec:
+    """Parses the text of a ``.pde`` file into a :class:`Spec` (syntax only)."""
+    source = Source(text, filename)
+    if len(text.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
+        raise PdeError(
+            f"file too large ({len(text)} characters)", None, source,
+            f"a spec under {MAX_SOURCE_BYTES} bytes",
+        )
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise PdeError("NUL byte in the file", Pos(line, 1), source, "a text file")
+    _check_nesting(text, source)
+    try:
+        tree = _parser().parse(text)
+    except lark.exceptions.UnexpectedInput as err:
+        raise _syntax_error(err, source) from None
+    statements = _ToAst().transform(tree)
+    return Spec(statements, source)
+
+
+def read_spec(path: Union[str, Path]) -> Spec:
+    """Reads and parses a file; unreadable files are reported as :class:`PdeError` too."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PdeError(f"cannot read {path}: {exc.strerror or exc}", None, Source("", str(path))) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PdeError(
+            "the file is not valid UTF-8 text", Pos(line, 1),
+            Source(raw.decode("utf-8", "replace"), str(path)), "a UTF-8 text file",
+        ) from None
+    return parse(text, str(path))

@@ -1,0 +1,318 @@
+"""Stage 5: (Model, Architecture) -> :class:`StabilityReport`, a derived bound and its reasoning.
+
+For the explicit scheme (MATH.md 1): with the same D and its exact transpose,
+
+    0 <= Phi(s)/s <= L for all s != 0   and   0 < tau <= 2 / (L ||D||^2)
+    =>  ||u - tau D^T Phi(D u)||_2 <= ||u||_2  for every u,
+
+because the step is ``(I - tau D^T G D) u`` with ``G = diag(Phi(Du)/Du)`` in [0, L].  ``L`` and the
+sign of ``Phi(s)/s`` are derived symbolically (critical points and the limits at 0 and infinity,
+on s > 0 and s < 0 separately), and ``||D||^2`` is bounded by the symbol's supremum, computed
+exactly.  Every symbolic answer is cross-checked on a dense sample; any doubt, error or time-out
+gives the verdict "cannot prove", never "stable".
+"""
+from __future__ import annotations
+
+import functools
+import math
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import sympy as sp
+from sympy.calculus.util import maximum, minimum
+
+from . import exprs
+from .analyse import S, Model
+from .lower import Architecture, Explicit
+
+SYMBOLIC_SECONDS = 20.0
+_T = sp.Symbol("t", positive=True)
+
+
+class SymbolicTimeout(Exception):
+    """Symbolic work ran past its time limit."""
+
+
+@contextmanager
+def time_limit(seconds: float):
+    """Bounds symbolic work with SIGALRM (main thread only; elsewhere it runs unbounded)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SymbolicTimeout()
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------------- flux facts
+@dataclass(frozen=True)
+class FluxFacts:
+    """What is proven about ``r(s) = Phi(s)/s``: sup (``L``), inf, and the status of both."""
+
+    status: str  # "ok" | "negative" | "unbounded" | "unknown"
+    L: Optional[sp.Expr]
+    inf: Optional[sp.Expr]
+    detail: str
+
+
+def _ratio_branches(phi: sp.Expr) -> list[tuple[str, sp.Expr]]:
+    """r(t) on s = t > 0 and on s = -t < 0 (one branch when r is even)."""
+    r = sp.cancel(phi / S) if phi.is_rational_function(S) else phi / S
+    pos, neg = r.xreplace({S: _T}), r.xreplace({S: -_T})
+    if pos == neg or sp.simplify(pos - neg) == 0:
+        return [("s != 0", pos)]
+    return [("s > 0", pos), ("s < 0", neg)]
+
+
+def _extremum(fn: Callable, expr: sp.Expr) -> sp.Expr:
+    v = fn(expr, _T, sp.Interval.open(0, sp.oo))
+    if v is None or v.has(sp.nan, sp.zoo) or (not v.is_number and v not in (sp.oo, -sp.oo)):
+        raise ValueError(f"no closed form for the extremum of {expr}")
+    return sp.nsimplify(v) if v.is_Float else v
+
+
+def _sample(expr: sp.Expr, t: np.ndarray) -> np.ndarray:
+    op = exprs.lower_expr(expr, {_T: "t"})
+    with np.errstate(all="ignore"):
+        out = exprs.evaluate(op, {"t": t}, exprs.LIBS["numpy"]())
+    return np.broadcast_to(np.asarray(out, dtype=float), t.shape)
+
+
+_SAMPLES = np.concatenate([np.logspace(-8, 8, 4001), np.linspace(1e-3, 10, 4001)])
+
+
+def _check_sampled(expr: sp.Expr, lo: sp.Expr, hi: sp.Expr) -> bool:
+    """Does a dense sample of expr stay inside [lo, hi] (relative slack 1e-9)?"""
+    vals = _sample(expr, _SAMPLES)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return False
+    ok = True
+    if hi != sp.oo:
+        h = float(hi)
+        ok &= bool(np.all(vals <= h + 1e-9 * max(1.0, abs(h))))
+    if lo != -sp.oo:
+        lv = float(lo)
+        ok &= bool(np.all(vals >= lv - 1e-9 * max(1.0, abs(lv))))
+    return ok
+
+
+@functools.lru_cache(maxsize=128)
+def flux_facts(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> FluxFacts:
+    """Derives ``L = sup_(s != 0) Phi(s)/s`` and whether ``Phi(s)/s >= 0`` (params substituted)."""
+    try:
+        with time_limit(seconds):
+            sups, infs = [], []
+            for where, r in _ratio_branches(phi):
+                hi, lo = _extremum(maximum, r), _extremum(minimum, r)
+                if not _check_sampled(r, lo, hi):
+                    return FluxFacts("unknown", None, None,
+                                     f"sympy's extrema of Phi(s)/s on {where} disagree with a numeric sample")
+                sups.append(hi)
+                infs.append(lo)
+                if lo.is_negative:
+                    return FluxFacts("negative", None, lo, f"Phi(s)/s < 0 {_negative_region(r, where)}")
+            L, inf = sp.Max(*sups), sp.Min(*infs)
+    except SymbolicTimeout:
+        return FluxFacts("unknown", None, None, f"symbolic analysis of Phi(s)/s exceeded {seconds:g} s")
+    except Exception as exc:  # noqa: BLE001 - any sympy failure means "cannot prove"
+        return FluxFacts("unknown", None, None, f"sympy could not bound Phi(s)/s ({type(exc).__name__})")
+    if L == sp.oo:
+        return FluxFacts("unbounded", None, inf, "sup Phi(s)/s = oo")
+    return FluxFacts("ok", L, inf, "")
+
+
+def _negative_region(r: sp.Expr, where: str) -> str:
+    """Where r < 0, in words (best effort; the verdict does not depend on it)."""
+    try:
+        region = sp.solveset(r < 0, _T, sp.Interval.open(0, sp.oo))
+        if isinstance(region, sp.ConditionSet):
+            raise ValueError
+        text = str(region).replace("Interval.open", "").replace("Interval", "")
+        side = "|s|" if where == "s != 0" else ("s" if where == "s > 0" else "-s")
+        return f"for {side} in {text}"
+    except Exception:  # noqa: BLE001
+        return f"somewhere on {where}"
+
+
+@functools.lru_cache(maxsize=128)
+def lipschitz(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> Optional[sp.Expr]:
+    """``Lip = sup |Phi'(s)|`` (MATH.md 8), or None when it is unbounded or not derivable."""
+    try:
+        with time_limit(seconds):
+            d = sp.diff(phi, S)
+            vals = []
+            for s_of_t in (_T, -_T):
+                dt = d.xreplace({S: s_of_t})
+                hi, lo = _extremum(maximum, dt), _extremum(minimum, dt)
+                if not _check_sampled(dt, lo, hi):
+                    return None
+                vals += [hi, -lo]
+            lip = sp.Max(*vals)
+    except Exception:  # noqa: BLE001 - includes SymbolicTimeout
+        return None
+    return None if lip == sp.oo else sp.nsimplify(lip) if lip.is_Float else lip
+
+
+# ----------------------------------------------------------------------------- the report
+@dataclass
+class StabilityReport:
+    """The derived guarantee, in the shape of ``pde2net check --json``."""
+
+    name: str
+    scheme: str
+    order: int
+    L: Optional[float]
+    norm_D_sq: Optional[float]
+    tau: float
+    tau_max: Optional[float]
+    stable: bool
+    reason: str
+    bound_expr: str
+    verdict: str  # "stable" | "not stable" | "cannot prove"
+    guarantee: str  # "proof" | "observed" | "none"
+    statement: str  # which statement of MATH.md it rests on
+    unconditional: bool = False
+    flux: str = ""
+    stencil: str = ""
+    boundary: str = ""
+    h: Any = 1.0
+    hypotheses: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    exact: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("extra"))
+        return d
+
+
+def float_down(x: sp.Expr) -> float:
+    """The largest float not above the exact value (a reported bound must stay a bound)."""
+    f = float(sp.N(x, 40))
+    return float(np.nextafter(f, -np.inf)) if sp.N(sp.Float(f, 40) - x, 40) > 0 else f
+
+
+def _fmt(x: Optional[sp.Expr]) -> Optional[str]:
+    return None if x is None else str(x)
+
+
+def _le(a: sp.Expr, b: sp.Expr) -> Optional[bool]:
+    """Exact ``a <= b`` for real algebraic constants; None only if undecidable numerically."""
+    d = sp.N(b - a, 60)
+    if d > sp.Float(1e-45):
+        return True
+    if d < -sp.Float(1e-45):
+        return False
+    return True if sp.simplify(b - a) == 0 else None
+
+
+def norm_bound(arch: Architecture) -> Optional[sp.Expr]:
+    """``||D||^2 <= sum over axes of the symbol bound`` (exact; None if not derivable)."""
+    parts = [st.stencil.symbol_sq_max() for st in arch.stencils]
+    return None if any(p is None for p in parts) else sum(parts)
+
+
+def _symbolic_bound(arch: Architecture) -> str:
+    """The bound as a formula in h and L, e.g. ``h**2/(2*L)``."""
+    L, h = sp.Symbol("L", positive=True), sp.Symbol("h", positive=True)
+    st = arch.stencils[0].stencil
+    p = st.symbol_sq_max()
+    if p is None:
+        return "2/(L*||D||^2)"
+    per_h = p * st.h ** (2 * st.order)  # the bound for h = 1
+    return str(sp.simplify(2 / (L * len(arch.stencils) * per_h / h ** (2 * st.order))))
+
+
+def analyse(model: Model, arch: Architecture) -> StabilityReport:
+    """The stability report for the model's scheme."""
+    return _RULES[type(arch.scheme)](model, arch)
+
+
+def _base(model: Model, arch: Architecture, facts: FluxFacts, nb: Optional[sp.Expr]) -> dict:
+    st = arch.stencils[0]
+    return dict(
+        name=model.name, scheme=model.scheme, order=model.order,
+        L=None if facts.L is None else float(facts.L), norm_D_sq=None if nb is None else float(nb),
+        flux=f"Phi(s) = {arch.flux.text}", stencil=st.stencil.describe(), boundary=st.boundary,
+        h=float(model.grid[0]) if model.ndim == 1 else [float(g) for g in model.grid],
+        bound_expr=_symbolic_bound(arch),
+    )
+
+
+def _flux_hypotheses(facts: FluxFacts) -> list[dict[str, Any]]:
+    return [
+        {"name": "0 <= Phi(s)/s", "holds": None if facts.status == "unknown" else facts.status != "negative",
+         "detail": facts.detail or f"inf Phi(s)/s = {facts.inf}"},
+        {"name": "Phi(s)/s <= L < oo", "holds": None if facts.status == "unknown"
+         else facts.status not in ("unbounded",), "detail": f"L = {facts.L}" if facts.L is not None else facts.detail},
+    ]
+
+
+def _explicit(model: Model, arch: Architecture) -> StabilityReport:
+    sch: Explicit = arch.scheme
+    facts = flux_facts(model.flux_value)
+    nb = norm_bound(arch)
+    base = _base(model, arch, facts, nb)
+    tau = sch.tau
+    hyps = _flux_hypotheses(facts)
+    statement = "MATH.md 1: Euclidean stability of the explicit scheme"
+    extra: dict[str, Any] = {"steps": sch.steps, "stopping_time": float(tau * sch.steps)}
+    exact = {"tau": str(tau), "L": _fmt(facts.L), "norm_D_sq": _fmt(nb)}
+
+    def report(stable, verdict, reason, tau_max=None, guarantee="none", unconditional=False):
+        if tau_max is not None:
+            exact["tau_max"] = str(tau_max)
+        return StabilityReport(
+            **base, tau=float(tau), tau_max=None if tau_max is None else float_down(tau_max),
+            stable=stable, reason=reason, verdict=verdict, guarantee=guarantee,
+            statement=statement, unconditional=unconditional, hypotheses=hyps, extra=extra,
+            exact=exact,
+        )
+
+    if facts.status == "negative":
+        return report(False, "not stable",
+                      f"negative diffusivity: {facts.detail}; the proof needs Phi(s)/s >= 0, and with a "
+                      f"sign change a ramp grows for every tau > 0 (MATH.md 1)")
+    if facts.status == "unbounded":
+        return report(False, "not stable",
+                      f"unbounded diffusivity: {facts.detail}, so no tau satisfies tau <= 2/(L ||D||^2)")
+    if facts.status == "unknown":
+        return report(False, "cannot prove", f"cannot prove: {facts.detail}")
+    if nb is None:
+        return report(False, "cannot prove", "cannot prove: no exact bound on ||D||^2 for this stencil")
+    if facts.L == 0:
+        return report(True, "stable", "Phi = 0: every step is the identity", None, "proof", True)
+    tau_max = sp.nsimplify(2 / (facts.L * nb)) if (2 / (facts.L * nb)).is_Float else 2 / (facts.L * nb)
+    hyps.append({"name": "tau <= 2/(L ||D||^2)", "holds": None, "detail": f"tau = {tau}, bound = {tau_max}"})
+    if model.order == 1 and arch.stencils[0].stencil.size == 2:
+        extra["max_min_principle"] = bool(_le(tau, arch.stencils[0].stencil.h ** 2 / (2 * facts.L)))
+    ok = _le(tau, tau_max)
+    hyps[-1]["holds"] = ok
+    if ok is None:
+        return report(False, "cannot prove", "cannot prove: tau is within 1e-45 of the bound", tau_max)
+    if not ok:
+        return report(False, "not stable",
+                      f"tau = {float(tau):.6g} exceeds the bound tau_max = 2/(L ||D||^2) = "
+                      f"{float(tau_max):.6g} (L = {facts.L}, ||D||^2 <= {nb}); at tau above the bound "
+                      f"small multiples of the top singular vector grow (MATH.md 1)", tau_max)
+    return report(True, "stable",
+                  f"0 <= Phi(s)/s <= L = {facts.L} and tau = {float(tau):.6g} <= 2/(L ||D||^2) = "
+                  f"{float(tau_max):.6g} with ||D||^2 <= {nb}: ||u^(k+1)|| <= ||u^k|| for every input "
+                  f"(MATH.md 1)", tau_max, "proof")
+
+
+_RULES: dict[type, Callable[[Model, Architecture], StabilityReport]] = {Explicit: _explicit}

@@ -1,0 +1,225 @@
+"""Stage 3: finite-difference stencils as exact data, with their transposes and norm bounds.
+
+A stencil is ``(D u)_i = h^-m sum_j w_j u_(i + j - o)`` with exact weights ``w_j`` (sympy
+Rationals) and offset ``o``.  Boundary conditions are paddings of the input, so D is always a
+correlation of the padded signal and D^T the matching ``conv_transpose``:
+
+- ``neumann``   zero flux: no padding, a valid correlation, N -> N - K + 1 (K = len(w));
+- ``periodic``  circular padding (o left, K-1-o right), N -> N;
+- ``dirichlet`` zero extension (same padding with zeros), N -> N.
+
+Each is a finite section of the bi-infinite Toeplitz operator (or a circulant), which is what the
+symbol bound ``||D||^2 <= max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)`` needs (MATH.md 2).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import sympy as sp
+
+BOUNDARIES = ("neumann", "periodic", "dirichlet")
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """An order-``order`` difference: exact weights, the offset of the point it belongs to, and h."""
+
+    weights: tuple[sp.Expr, ...]
+    offset: int
+    order: int
+    h: sp.Expr = sp.Integer(1)
+
+    @property
+    def size(self) -> int:
+        return len(self.weights)
+
+    @property
+    def scaled(self) -> tuple[sp.Expr, ...]:
+        """The weights divided by h^m: the entries of the matrix D."""
+        return tuple(w / self.h ** self.order for w in self.weights)
+
+    @property
+    def T(self) -> "Stencil":
+        """The adjoint on the bi-infinite grid: ``(D^T v)_k = sum_j w_j v_(k - j + o)``, i.e.
+        reversed weights with offset ``K - 1 - o``."""
+        return Stencil(tuple(reversed(self.weights)), self.size - 1 - self.offset, self.order, self.h)
+
+    def moments(self, count: int) -> list[sp.Expr]:
+        """``M_q = sum_j w_j (j - o)^q / q!`` for q < count: D u = sum_q M_q h^(q-m) u^(q)."""
+        return [sum(w * sp.Integer(j - self.offset) ** q for j, w in enumerate(self.weights))
+                / sp.factorial(q) for q in range(count)]
+
+    def consistency_error(self) -> Optional[str]:
+        """None when the stencil approximates d^m (M_q = 0 for q < m, M_m = 1), else why not."""
+        mom = self.moments(self.order + 1)
+        for q in range(self.order):
+            if mom[q] != 0:
+                return (f"its moment sum_j w_j (j - o)^{q} / {q}! is {mom[q]}, not 0, so it does not "
+                        f"approximate d^{self.order}/dx^{self.order}")
+        if mom[self.order] != 1:
+            return (f"its moment sum_j w_j (j - o)^{self.order} / {self.order}! is {mom[self.order]}, "
+                    f"not 1 (scale the weights by {1 / mom[self.order] if mom[self.order] else 'oo'})")
+        return None
+
+    @property
+    def accuracy(self) -> int:
+        """The order of accuracy p measured from the Taylor residual (first nonzero M_q, q > m)."""
+        mom = self.moments(self.order + 2 * self.size + 2)
+        for q in range(self.order + 1, len(mom)):
+            if mom[q] != 0:
+                return q - self.order
+        return len(mom) - self.order
+
+    def padding(self, boundary: str) -> tuple[int, int, str]:
+        """(left, right, mode) padding that turns D into a valid correlation of the padded input."""
+        if boundary == "neumann":
+            return (0, 0, "none")
+        mode = "circular" if boundary == "periodic" else "zeros"
+        return (self.offset, self.size - 1 - self.offset, mode)
+
+    def adjoint_padding(self, boundary: str) -> tuple[int, int, str]:
+        """Padding of v for ``(D^T v)_k = sum_j w_j vpad_(k + K - 1 - j)``."""
+        if boundary == "neumann":
+            return (self.size - 1, self.size - 1, "zeros")
+        mode = "circular" if boundary == "periodic" else "zeros"
+        return (self.size - 1 - self.offset, self.offset, mode)
+
+    def output_size(self, n: int, boundary: str) -> int:
+        return n - self.size + 1 if boundary == "neumann" else n
+
+    def matrix(self, n: int, boundary: str) -> np.ndarray:
+        """The dense float64 matrix of D on n points (rows x n)."""
+        w = [float(x) for x in self.scaled]
+        rows = self.output_size(n, boundary)
+        if rows < 1:
+            raise ValueError(f"a {self.size}-point stencil needs at least {self.size} points, got {n}")
+        d = np.zeros((rows, n))
+        shift = 0 if boundary == "neumann" else -self.offset
+        for i in range(rows):
+            for j, wj in enumerate(w):
+                k = i + j + shift
+                if boundary == "periodic":
+                    d[i, k % n] += wj
+                elif 0 <= k < n:
+                    d[i, k] += wj
+        return d
+
+    def symbol_sq_max(self) -> Optional[sp.Expr]:
+        """``max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)``, exactly; None when sympy cannot.
+
+        With x = cos(theta), ``|sigma|^2 = sum_(j,k) w_j w_k T_|j-k|(x)`` is a polynomial on [-1, 1];
+        its maximum is at x = +-1 or at a real root of its derivative (MATH.md 2).
+        """
+        m = _poly_max(self.weights)
+        return None if m is None else m / self.h ** (2 * self.order)
+
+    def describe(self) -> str:
+        ws = ", ".join(str(w) for w in self.weights)
+        scale = "" if self.h == 1 else f" / {self.h}^{self.order}" if self.order > 1 else f" / {self.h}"
+        return f"[{ws}] @ {self.offset}{scale}"
+
+
+@functools.lru_cache(maxsize=256)
+def _poly_max(weights: tuple[sp.Expr, ...]) -> Optional[sp.Expr]:
+    x = sp.Symbol("x", real=True)
+    k = len(weights)
+    p = sp.expand(sum(weights[a] * weights[b] * sp.chebyshevt(abs(a - b), x)
+                      for a in range(k) for b in range(k)))
+    if not p.has(x):
+        return sp.nsimplify(p) if p.is_number else None
+    try:
+        poly = sp.Poly(p, x)
+        if not poly.domain.is_QQ and not poly.domain.is_ZZ:
+            return None
+        crit = [r for r in sp.real_roots(poly.diff(x)) if -1 < r < 1]
+    except (sp.PolynomialError, NotImplementedError):
+        return None
+    candidates = [p.subs(x, -1), p.subs(x, 1)] + [_eval_at_root(poly, r) for r in crit]
+    best = max(candidates, key=lambda c: sp.N(c, 40))
+    return sp.radsimp(sp.nsimplify(best)) if not best.is_Rational and _radical_ok(best) else best
+
+
+def _eval_at_root(poly: sp.Poly, r: sp.Expr) -> sp.Expr:
+    """p(r) for an exact root r, in radicals when the root has them."""
+    if isinstance(r, sp.CRootOf):
+        try:
+            exact = sp.roots(sp.Poly(r.poly, r.poly.gens[0]), filter="R")
+            for cand in exact:
+                if abs(sp.N(cand - r, 50)) < 1e-40:
+                    r = cand
+                    break
+        except Exception:  # noqa: BLE001 - radicals are a nicety; CRootOf is exact already
+            pass
+    return sp.simplify(poly.as_expr().subs(poly.gens[0], r))
+
+
+def _radical_ok(v: sp.Expr) -> bool:
+    return not v.has(sp.CRootOf)
+
+
+@functools.lru_cache(maxsize=64)
+def named_stencil(kind: str, order: int) -> tuple[tuple[sp.Expr, ...], int]:
+    """(weights, offset) of the forward, backward or central difference of the given order.
+
+    Forward is the binomial ``(-1)^(m-k) C(m, k)`` at offset 0, backward the same at offset m;
+    central uses Fornberg's weights on the smallest symmetric point set (m+1 points for even m,
+    m+2 for odd m), kept exact.
+    """
+    m = order
+    if kind in ("forward", "backward"):
+        w = tuple(sp.Integer((-1) ** (m - k) * sp.binomial(m, k)) for k in range(m + 1))
+        return w, (0 if kind == "forward" else m)
+    if kind == "central":
+        half = m // 2 if m % 2 == 0 else (m + 1) // 2
+        pts = [sp.Integer(j) for j in range(-half, half + 1)]
+        w = tuple(sp.finite_diff_weights(m, pts, 0)[m][-1])
+        return w, half
+    raise ValueError(f"unknown stencil kind {kind!r}")
+
+
+def make_stencil(kind: str, order: int, h: sp.Expr, weights=(), offset: int = 0) -> Stencil:
+    """The stencil a spec asks for: a named kind of the equation's order, or given weights."""
+    if kind == "weights":
+        return Stencil(tuple(weights), offset, order, h)
+    w, o = named_stencil(kind, order)
+    return Stencil(w, o, order, h)
+
+
+def dot_test(stencil: Stencil, n: int, boundary: str, rng: np.random.Generator) -> float:
+    """Relative mismatch of ``<D u, v>`` and ``<u, D^T v>`` with D^T applied as the padded
+    reversed stencil (not the matrix transpose): the adjoint the network uses."""
+    u = rng.standard_normal(n)
+    v = rng.standard_normal(stencil.output_size(n, boundary))
+    du = apply_numpy(stencil, u, boundary)
+    dtv = apply_adjoint_numpy(stencil, v, boundary)
+    lhs, rhs = float(du @ v), float(u @ dtv)
+    return abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300)
+
+
+def _pad_numpy(x: np.ndarray, left: int, right: int, mode: str) -> np.ndarray:
+    if mode == "none" or left == right == 0:
+        return x
+    if mode == "circular":
+        n = x.shape[-1]
+        return np.concatenate([x[..., n - left:] if left else x[..., :0], x, x[..., :right]], axis=-1)
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(left, right)])
+
+
+def apply_numpy(stencil: Stencil, u: np.ndarray, boundary: str) -> np.ndarray:
+    """D u along the last axis (NumPy, float64), by padding and shifted slices."""
+    pl, pr, mode = stencil.padding(boundary)
+    up = _pad_numpy(u, pl, pr, mode)
+    n = up.shape[-1] - stencil.size + 1
+    return sum(float(w) * up[..., j:j + n] for j, w in enumerate(stencil.scaled))
+
+
+def apply_adjoint_numpy(stencil: Stencil, v: np.ndarray, boundary: str) -> np.ndarray:
+    """D^T v along the last axis (NumPy, float64)."""
+    pl, pr, mode = stencil.adjoint_padding(boundary)
+    vp = _pad_numpy(v, pl, pr, mode)
+    k = stencil.size
+    n = vp.shape[-1] - k + 1
+    return sum(float(w) * vp[..., k - 1 - j:k - 1 - j + n] for j, w in enumerate(stencil.scaled))
