@@ -27,6 +27,7 @@ EPILOG = """examples:
   pde2net check examples/perona_malik.pde --json
   pde2net compile examples/perona_malik.pde -o pm.py
   pde2net run examples/perona_malik.pde --input signal.npy --output out.npy --dtype float64
+  pde2net verify examples/perona_malik.pde
 """
 
 
@@ -94,7 +95,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- run
-def test_signal(n: int, batch: int = 1, seed: int = 0):
+def bundled_signal(n: int, batch: int = 1, seed: int = 0):
     """The bundled test signal: piecewise constant with 8 seeded jumps plus 5% Gaussian noise."""
     import numpy as np
 
@@ -142,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = _read_input(args.input, prog)
     else:
         n = prog.arch.size[0] if prog.arch.size else DEFAULT_SIZE
-        data = test_signal(n)[0]
+        data = bundled_signal(n)[0]
     import torch
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
@@ -161,6 +162,49 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g}"
           + (f"; wrote {args.output}" if args.output else ""))
     return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- verify
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Checks every claim of the report numerically (pde2net.verify); 0 consistent, 1 failed."""
+    from . import verify
+
+    prog = load(args.file)
+    report = verify.verify(prog, size=args.size, seed=args.seed, budget=args.budget)
+    if args.counterexample:
+        if report.counterexample is not None:
+            import numpy as np
+
+            np.save(args.counterexample, report.counterexample)
+            print(f"wrote {args.counterexample}: an input of shape {report.counterexample.shape} that "
+                  f"grows by {report.counterexample_growth:.6g}", file=sys.stderr)
+        else:
+            print(f"no growing input found within the budget; {args.counterexample} not written",
+                  file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(verify.verify_text(report))
+    if not report.consistent:
+        print("pde2net verify: VERIFICATION FAILED: " + "; ".join(report.failures), file=sys.stderr)
+    return report.exit_status
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return v
 
 
 # ---------------------------------------------------------------------------- the parser
@@ -199,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("verify", help="check the stability claim numerically (float64)",
+                       description="Check every claim of the report for the spec's size: the "
+                       "operator norm for this N, a stress battery and an adversarial search "
+                       "through the network, agreement with a dense NumPy reference. Exit status "
+                       "0 consistent, 1 a 'stable' verdict meets growth or the reference "
+                       "disagrees, 2 bad input.",
+                       epilog="example: pde2net verify examples/too_large_step.pde "
+                       "--counterexample grow.npy")
+    c.add_argument("file")
+    c.add_argument("--json", action="store_true", help="one JSON object")
+    c.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    c.add_argument("--budget", type=_nonneg_float, default=2.0,
+                   help="seconds of adversarial search (default 2)")
+    c.add_argument("--size", type=_positive_int, help="grid points per axis (default: the spec's size)")
+    c.add_argument("--counterexample", metavar="OUT.npy",
+                   help="save the growing input found (if any) as .npy")
+    c.set_defaults(func=cmd_verify)
     return p
 
 

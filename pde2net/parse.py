@@ -258,7 +258,9 @@ class _ToAst(lark.Transformer):
 # (what the user meant to write, [malformed examples]); match_examples picks the closest.
 _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "a statement: pde, param, field, diffusivity, flux, equation, grid, size, boundary, stencil or scheme": [
-        "foo", "x = 1", "pde heat\nfoo bar", "3",
+        # the LALR state at a statement's start differs for the first, second and later lines
+        "foo", "x = 1", "pde heat\nfoo bar", "pde heat\npde heat\nfoo", "pde heat\npde heat\npde heat\nfoo",
+        "3", "pde heat\n3", "pde heat\npde heat\n3", "pde heat\npde heat\npde heat\n(",
     ],
     "a name after the statement word (e.g. 'pde heat', 'param k = 1')": [
         "pde", "pde 3", "param = 1", "param 3 = 1", "boundary", "field", "scheme",
@@ -297,6 +299,36 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
+def _example_states() -> dict[int, list[tuple[str, str]]]:
+    """LALR state id -> [(token type, label)] for the malformed examples.
+
+    lark's own ``match_examples`` compares whole parser stacks, so an example written on line 1
+    would not match the same mistake on line 9; the state id alone identifies the situation.
+    """
+    table: dict[int, list[tuple[str, str]]] = {}
+    for label, examples in _SYNTAX_EXAMPLES.items():
+        for ex in examples:
+            try:
+                _parser().parse(ex)
+            except lark.exceptions.UnexpectedToken as e:
+                table.setdefault(e.state.position, []).append((e.token.type, label))
+            except lark.exceptions.UnexpectedInput:
+                continue
+    return table
+
+
+def _match_example(err: lark.exceptions.UnexpectedInput) -> Optional[str]:
+    if not isinstance(err, lark.exceptions.UnexpectedToken) or err.state is None:
+        return None
+    candidates = _example_states().get(err.state.position, [])
+    ttype = "$END" if err.token.type == "_NL" else err.token.type
+    for tok, label in candidates:
+        if tok == ttype or (tok == "$END" and err.token.type == "_NL"):
+            return label
+    return candidates[0][1] if candidates else None
+
+
 def _syntax_error(err: lark.exceptions.UnexpectedInput, source: Source) -> PdeError:
     pos = Pos(err.line, err.column) if getattr(err, "line", -1) and err.line > 0 else None
     if isinstance(err, lark.exceptions.UnexpectedCharacters):
@@ -310,11 +342,7 @@ def _syntax_error(err: lark.exceptions.UnexpectedInput, source: Source) -> PdeEr
             f"unexpected character {describe_char(ch)}", pos, source,
             "a name, a number, an operator (+ - * / ^ **), '(', ')', ',', '=', '[', ']', '@' or '#'",
         )
-    label = None
-    try:
-        label = err.match_examples(_parser().parse, _SYNTAX_EXAMPLES, use_accepts=True)
-    except Exception:  # a malformed example must never hide the user's error
-        label = None
+    label = _match_example(err)
     if isinstance(err, lark.exceptions.UnexpectedEOF) or (
         isinstance(err, lark.exceptions.UnexpectedToken) and err.token.type == "$END"
     ):
