@@ -19,13 +19,15 @@ import math
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
-import networkx as nx
 import sympy as sp
 
 from . import parse as ast
 from .errors import PdeError, Pos, Source, did_you_mean
+
+if TYPE_CHECKING:  # networkx is imported when a graph is asked for (check prints the tree without it)
+    import networkx as nx
 
 # ------------------------------------------------------------------------------ vocabulary
 STATEMENT_WORDS = frozenset(
@@ -66,6 +68,8 @@ MAX_STEPS = 1_000_000
 MAX_POINTS = 50_000_000
 MAX_EXPONENT = 1000
 MAX_DECIMAL_EXPONENT = 300
+CONSTANT_SECONDS = 2.0  # to evaluate one constant expression
+MAX_DEGREE = 64  # of the flux, after expanding powers: keeps every symbolic step bounded
 
 # Derivative atoms of the equation.  Undefined functions keep the structure visible.
 DX, DY = sp.Function("dx"), sp.Function("dy")
@@ -420,7 +424,11 @@ def _number(e: ast.Num, src: Source) -> sp.Rational:
                        f"a number between 1e-{MAX_DECIMAL_EXPONENT} and 1e{MAX_DECIMAL_EXPONENT}")
     if len(mant) > 60:
         raise PdeError("number has too many digits", e.pos, src, "at most 60 digits")
-    return sp.Rational(e.text)
+    # Digits and exponent are assembled here: no user text reaches a sympy string parser.
+    whole, _, frac = mant.partition(".")
+    digits = int((whole + frac) or "0")
+    scale = len(frac) - (int(exp) if exp else 0)
+    return sp.Rational(digits, 10 ** scale) if scale >= 0 else sp.Integer(digits * 10 ** -scale)
 
 
 def _power(a: sp.Expr, b: sp.Expr, e: ast.BinOp, src: Source) -> sp.Expr:
@@ -443,13 +451,28 @@ def _constant(e: ast.Expr, src: Source, values: dict[str, sp.Expr], what: str) -
     v = _Builder(src, dict(values), {})(e)
     if not v.is_number:
         raise PdeError(f"{what} must be a constant", e.pos, src, "numbers and params")
-    fv = complex(v.evalf(30))
+    fv = _evalf_bounded(v, e, src, what)
     if fv.imag != 0 or not math.isfinite(fv.real) or v.has(sp.zoo, sp.nan, sp.oo):
         raise PdeError(f"{what} is not a finite real number ({v})", e.pos, src, "a finite real value")
     if abs(fv.real) > 10.0 ** MAX_DECIMAL_EXPONENT:
         raise PdeError(f"{what} is too large", e.pos, src,
                        f"a value of magnitude at most 1e{MAX_DECIMAL_EXPONENT}")
     return v
+
+
+def _evalf_bounded(v: sp.Expr, e: ast.Expr, src: Source, what: str) -> complex:
+    """``v`` to 30 digits, within CONSTANT_SECONDS: towers such as exp(exp(exp(exp(exp(1)))))
+    would make sympy work with millions of digits."""
+    from .stability import SymbolicTimeout, time_limit  # stability imports this module
+
+    try:
+        with time_limit(CONSTANT_SECONDS):
+            return complex(v.evalf(30))
+    except SymbolicTimeout:
+        raise PdeError(f"{what} is too large to evaluate", e.pos, src,
+                       f"a value of magnitude at most 1e{MAX_DECIMAL_EXPONENT}") from None
+    except (OverflowError, ValueError, TypeError):
+        return complex(math.inf)
 
 
 def _positive(e: ast.Expr, src: Source, values, what: str) -> sp.Expr:
@@ -495,6 +518,7 @@ def build_model(spec: ast.Spec) -> Model:
     positions["field"] = fld.pos
     subs = {symbols[k]: v for k, v in values.items()}
     form = (_recognise_1d if len(dims) == 1 else _recognise_2d)(rhs, u, subs, eq, src)
+    _check_degree(form.flux, eq, src)
     flux = form.flux
     diffusivity = _diffusivity_name(eq.rhs, kinds)
 
@@ -629,7 +653,47 @@ def _recognise_2d(rhs: sp.Expr, u: sp.Symbol, values: dict, eq: ast.EquationStmt
 
 
 def _is_linear(flux: sp.Expr) -> bool:
-    return flux.is_polynomial(S) and sp.Poly(flux, S).degree() == 1
+    # Poly expands: only for expressions whose expansion is small (see degree_bound)
+    return degree_bound(flux) <= MAX_DEGREE and flux.is_polynomial(S) and sp.Poly(flux, S).degree() == 1
+
+
+def degree_bound(e: sp.Expr, x: sp.Symbol = S) -> int:
+    """An upper bound on the degree in x of the expanded expression, read off its structure
+    without expanding (``((1 + s)^1000)^1000`` is degree 10^6: expanding it would never finish).
+    Functions count as their argument's degree; a non-numeric exponent adds its own."""
+    stack, memo = [e], {}
+    while stack:  # iterative post-order: deep trees must not hit the recursion limit
+        node = stack[-1]
+        if node in memo:
+            stack.pop()
+            continue
+        todo = [a for a in node.args if a not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        if node == x:
+            memo[node] = 1
+        elif not node.args or not node.has(x):
+            memo[node] = 0
+        elif node.is_Add:
+            memo[node] = max(memo[a] for a in node.args)
+        elif node.is_Mul:
+            memo[node] = sum(memo[a] for a in node.args)
+        elif node.is_Pow and node.exp.is_Number:
+            memo[node] = memo[node.base] * math.ceil(abs(node.exp))
+        else:
+            memo[node] = sum(memo[a] for a in node.args)
+    return memo[e]
+
+
+def _check_degree(flux: sp.Expr, eq: ast.EquationStmt, src: Source) -> None:
+    """Refuses fluxes whose symbolic analysis would expand astronomically large polynomials."""
+    d = degree_bound(flux)
+    if d > MAX_DEGREE:
+        raise PdeError(f"the flux has degree up to {d} in its argument; symbolic analysis of such a "
+                       f"polynomial would not finish", eq.rhs.pos, src,
+                       f"a flux of degree at most {MAX_DEGREE} (after expanding powers)")
 
 
 # ---------------------------------------------------------------------------- settings
@@ -750,13 +814,11 @@ def unparse(e: ast.Expr) -> str:
     return go(e)
 
 
-def expression_graph(model: Model) -> nx.DiGraph:
-    """The equation's right side as a DAG: nodes are operators, functions, symbols, numbers.
-
-    Node attribute ``label`` is the operator (``dx^1``, ``Mul``, ``exp``, ``lambda``); edges go
-    from an operator to its operands with attribute ``index``.  Shared subexpressions share a node.
-    """
-    g = nx.DiGraph(name=model.name)
+def expression_dag(model: Model) -> tuple[dict[str, str], dict[str, dict[str, int]], str]:
+    """The data of :func:`expression_graph` without networkx: node labels, each node's operands
+    ``{child: index}`` (a repeated operand keeps its last index, as a DiGraph edge does), the root."""
+    labels: dict[str, str] = {}
+    succ: dict[str, dict[str, int]] = {}
 
     def label(e: sp.Expr) -> str:
         if isinstance(e, sp.Function) and e.func in (DX, DY):
@@ -769,27 +831,58 @@ def expression_graph(model: Model) -> nx.DiGraph:
 
     def visit(e: sp.Expr) -> str:
         node = sp.srepr(e) if len(e.args) < 30 else str(id(e))
-        if node in g:
+        if node in labels:
             return node
-        g.add_node(node, label=label(e))
+        labels[node] = label(e)
+        succ[node] = {}
         args = e.args[:1] if isinstance(e, sp.Function) and e.func in (DX, DY) else e.args
         for i, a in enumerate(args):
-            g.add_edge(node, visit(a), index=i)
+            succ[node][visit(a)] = i
         return node
 
     root = visit(model.rhs)
+    return labels, succ, root
+
+
+def expression_graph(model: Model) -> "nx.DiGraph":
+    """The equation's right side as a DAG: nodes are operators, functions, symbols, numbers.
+
+    Node attribute ``label`` is the operator (``dx^1``, ``Mul``, ``exp``, ``lambda``); edges go
+    from an operator to its operands with attribute ``index``.  Shared subexpressions share a node.
+    """
+    import networkx as nx
+
+    labels, succ, root = expression_dag(model)
+    g = nx.DiGraph(name=model.name)
+    for node, lbl in labels.items():
+        g.add_node(node, label=lbl)
+    for node, kids in succ.items():
+        for kid, i in kids.items():
+            g.add_edge(node, kid, index=i)
     g.graph["root"] = root
     return g
 
 
-def graph_text(g: nx.DiGraph) -> str:
+def graph_text(g: "nx.DiGraph") -> str:
     """The expression graph as an indented tree (shared nodes printed once, then referenced)."""
+    return _tree_text(lambda n: g.nodes[n]["label"],
+                      lambda n: sorted(g.successors(n), key=lambda k: g.edges[n, k]["index"]),
+                      g.graph["root"])
+
+
+def expression_text(model: Model) -> str:
+    """``graph_text(expression_graph(model))``, without importing networkx (``pde2net check``)."""
+    labels, succ, root = expression_dag(model)
+    return _tree_text(labels.__getitem__, lambda n: sorted(succ[n], key=succ[n].__getitem__), root)
+
+
+def _tree_text(label: Callable[[str], str], kids_of: Callable[[str], list], root: str) -> str:
     lines: list[str] = []
     seen: set[str] = set()
 
     def go(n: str, depth: int) -> None:
-        lbl = g.nodes[n]["label"]
-        kids = sorted(g.successors(n), key=lambda k: g.edges[n, k]["index"])
+        lbl = label(n)
+        kids = kids_of(n)
         if n in seen and kids:
             lines.append("  " * depth + f"{lbl} (shared)")
             return
@@ -798,7 +891,7 @@ def graph_text(g: nx.DiGraph) -> str:
         for k in kids:
             go(k, depth + 1)
 
-    go(g.graph["root"], 0)
+    go(root, 0)
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
-from .analyse import graph_text
+from .analyse import expression_text
 from .errors import PdeError, Source
 from .program import Program, load
 
@@ -35,10 +35,13 @@ EPILOG = """examples:
 def check_text(prog: Program) -> str:
     """The human-readable report: structure, network, bound, verdict."""
     from .codegen import describe_network
+    from .scheme_stability import bound_note, scheme_facts
 
     m, a, r = prog.model, prog.arch, prog.stability
     st = a.stencils[0]
     n_out = "N -> N-%d" % (st.stencil.size - 1) if st.boundary == "neumann" else "N -> N"
+    if m.ndim == 2:  # one gradient channel per axis at every node (zero rows where a stencil leaves the grid)
+        n_out = "(H, W) -> (2, H, W)" + (", zero across the far edges" if st.boundary == "neumann" else "")
     boundary_meaning = {"neumann": "zero flux, valid convolution", "periodic": "circular padding",
                         "dirichlet": "zero extension"}[st.boundary]
     lines = [
@@ -52,17 +55,18 @@ def check_text(prog: Program) -> str:
         f"  network    {describe_network(a)}",
         "",
         "expression graph (right-hand side)",
-        "  " + graph_text(prog.graph).replace("\n", "\n  "),
+        "  " + expression_text(prog.model).replace("\n", "\n  "),  # no networkx import
         "",
         "stability",
         f"  L = sup Phi(s)/s     {_num(r.L)}",
         f"  ||D||^2 <=           {_num(r.norm_D_sq)}   (symbol bound, exact: {r.exact.get('norm_D_sq')})",
-        f"  tau_max              {_num(r.tau_max)}   (= 2/(L ||D||^2) = {r.bound_expr})",
+        f"  tau_max              {_num(r.tau_max)}   ({bound_note(r)})",
         f"  tau                  {_num(r.tau)}",
     ]
     for h in r.hypotheses:
         mark = {True: "yes", False: "NO", None: "unknown"}[h["holds"]]
         lines.append(f"  {h['name']:<22} {mark:<8} {h['detail']}")
+    lines += scheme_facts(r)  # FED/FSI cycle times, solver conditions, multigrid factor
     lines += ["", f"verdict: {r.verdict.upper()} ({r.guarantee}; {r.statement})", f"  {r.reason}"]
     return "\n".join(lines)
 
@@ -109,27 +113,10 @@ def bundled_signal(n: int, batch: int = 1, seed: int = 0):
 
 
 def _read_input(path: str, prog: Program):
-    import numpy as np
+    """The run input: .npy (1D: (N,) / (B, N); 2D: (H, W) / (B, H, W)) or a grayscale image (2D)."""
+    from .fieldio import read_field
 
-    where = Source("", path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise PdeError(f"cannot read input: {exc}", None, where) from None
-    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
-        raise PdeError(f"the input must hold a real numeric array, got dtype {data.dtype}", None, where)
-    if data.ndim not in (1, 2):
-        raise PdeError(f"the input has shape {data.shape}", None, where,
-                       "an array of shape (N,) or (B, N)")
-    if data.size and not np.all(np.isfinite(data)):
-        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-        raise PdeError(f"the input contains {bad} NaN or infinite values", None, where, "finite values")
-    from .lower import min_points
-
-    if data.shape[-1] < min_points(prog.arch):
-        raise PdeError(f"the input has {data.shape[-1]} points", None, where,
-                       f"at least {min_points(prog.arch)} points for this stencil")
-    return data
+    return read_field(path, prog)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,6 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {report.verdict}: {report.reason}", file=sys.stderr)
     if args.input:
         data = _read_input(args.input, prog)
+    elif len(prog.arch.dims) == 2:
+        from .fieldio import DEFAULT_IMAGE, test_image
+
+        data = test_image(tuple(reversed(prog.arch.size)) if prog.arch.size else DEFAULT_IMAGE)
     else:
         n = prog.arch.size[0] if prog.arch.size else DEFAULT_SIZE
         data = bundled_signal(n)[0]
@@ -149,19 +140,82 @@ def cmd_run(args: argparse.Namespace) -> int:
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     net = prog.module(backend=args.backend, steps=args.steps)
     u0 = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=args.device)
+    steps = getattr(net, "steps", None) if args.steps is None else args.steps
     t0 = time.perf_counter()
     with torch.no_grad():
-        u = net(u0)
+        u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
     elapsed = time.perf_counter() - t0
     out = u.detach().cpu().numpy()
     if args.output:
-        np.save(args.output, out)
-    steps = net.steps if args.steps is None else args.steps
+        from .fieldio import write_field
+
+        write_field(args.output, out)
+    if args.plot:
+        from .plot import plot_evolution
+
+        plot_evolution(args.plot, times, states, len(prog.arch.dims),
+                       f"{prog.name}: {prog.model.scheme}, {steps} steps")
     n0, n1 = float(np.linalg.norm(data)), float(np.linalg.norm(out.astype(np.float64)))
     print(f"{prog.name}: {steps} steps on shape {tuple(out.shape)} ({args.dtype}, {args.backend}) "
           f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g}"
-          + (f"; wrote {args.output}" if args.output else ""))
+          + (f"; wrote {args.output}" if args.output else "")
+          + (f"; plotted {args.plot}" if args.plot else ""))
     return EXIT_OK
+
+
+def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
+    """Runs the network; an explicit network whose ``forward`` takes ``steps`` runs in chunks so
+    that a progress bar (tqdm, only when stderr is a terminal) and the plotted states can be
+    shown -- the same blocks in the same order, so the result is identical.  Returns the output,
+    the times and the states (first signal / image of the batch) for ``--plot``."""
+    import inspect
+
+    from .lower import Explicit
+
+    def first(u):
+        x = u.detach().cpu().double().numpy()
+        return x.reshape(-1, *x.shape[-len(prog.arch.dims):])[0]
+
+    chunkable = (isinstance(prog.arch.scheme, Explicit) and isinstance(steps, int) and steps > 0
+                 and "steps" in inspect.signature(net.forward).parameters)
+    bar = _progress_bar(steps) if chunkable else None
+    if not chunkable or (bar is None and not want_states):
+        u = net(u0)
+        return u, [0.0, _stop_time(prog, steps)], [first(u0), first(u)]
+    tau = float(prog.arch.scheme.tau)
+    chunk = max(1, steps // (100 if want_states else 200))
+    u, done, times, states = u0, 0, [0.0], [first(u0)]
+    while done < steps:
+        k = min(chunk, steps - done)
+        u = net(u, steps=k)
+        done += k
+        if want_states:
+            times.append(done * tau)
+            states.append(first(u))
+        if bar is not None:
+            bar.update(k)
+    if bar is not None:
+        bar.close()
+    return u, (times if want_states else [0.0, done * tau]), (states if want_states else [first(u0), first(u)])
+
+
+def _stop_time(prog: Program, steps) -> float:
+    try:
+        return float(prog.stability.extra.get("stopping_time", 0.0)) if steps is None else \
+            float(prog.arch.scheme.tau) * steps
+    except (AttributeError, TypeError):
+        return float(prog.stability.extra.get("stopping_time", 0.0))
+
+
+def _progress_bar(total: int):
+    """A tqdm bar on a terminal; None when stderr is piped or tqdm is not installed."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", file=sys.stderr, leave=True)
 
 
 # -------------------------------------------------------------------------------- verify
@@ -207,6 +261,70 @@ def _positive_int(text: str) -> int:
     return v
 
 
+# -------------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes TorchScript and/or ONNX and checks each against the live module (float32)."""
+    if not (args.onnx or args.torchscript):
+        print("pde2net export: give --onnx FILE and/or --torchscript FILE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    prog = load(args.file)
+    from . import export
+
+    shape = export.example_shape(prog, _shape_arg(args.shape, len(prog.arch.dims), args.file))
+    net = prog.module(backend=args.backend, steps=args.steps)
+    net.eval()
+    done = []
+    if args.torchscript:
+        done.append(export.export_torchscript(net, args.torchscript, shape))
+    if args.onnx:
+        try:
+            done.append(export.export_onnx(net, args.onnx, shape))
+        except ImportError as exc:
+            print(f"pde2net export: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    worst = 0.0
+    for c in done:
+        err = "not checked (pip install onnxruntime)" if c.rel_error is None else \
+            f"max relative difference {c.rel_error:.2e} on shape {c.checked_shape}"
+        print(f"wrote {c.path} ({c.kind}, traced on shape {shape}): {err} against the live module")
+        worst = max(worst, c.rel_error or 0.0)
+    return EXIT_FAILED if worst > args.tolerance else EXIT_OK
+
+
+def _shape_arg(text: Optional[str], ndim: int, path: str) -> Optional[tuple[int, ...]]:
+    """``--shape B,N`` (1D) or ``B,H,W`` (2D)."""
+    if not text:
+        return None
+    try:
+        shape = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != ndim + 1 or min(shape) < 1:
+        raise PdeError(f"--shape {text!r} does not fit a {ndim}D spec", None, Source("", path),
+                       "B,N for a 1D spec" if ndim == 1 else "B,H,W for a 2D spec")
+    return shape
+
+
+# --------------------------------------------------------------------------------- graph
+def cmd_graph(args: argparse.Namespace) -> int:
+    """The architecture as a networkx graph of layers with shapes (.dot, .graphml, .json)."""
+    from .netgraph import architecture_graph, to_dot, write_graph
+
+    prog = load(args.file)
+    g = architecture_graph(prog.arch)
+    if not args.output:
+        sys.stdout.write(to_dot(g))
+        return EXIT_OK
+    try:
+        kind = write_graph(g, args.output)
+    except ValueError as exc:
+        print(f"pde2net graph: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"wrote {args.output} ({kind[1:]}): {g.number_of_nodes()} layers, {g.number_of_edges()} edges",
+          file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -231,17 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output .py file (default: standard output)")
     c.set_defaults(func=cmd_compile)
 
-    c = sub.add_parser("run", help="run the network on a signal",
-                       description="Run the network on an .npy signal of shape (N,) or (B, N), "
-                       "or on the bundled test signal of the spec's size.",
-                       epilog="example: pde2net run examples/perona_malik.pde --input s.npy --output out.npy")
+    c = sub.add_parser("run", help="run the network on a signal or an image",
+                       description="Run the network on an .npy signal of shape (N,) or (B, N) (2D specs: "
+                       "an .npy of shape (H, W) or (B, H, W), or a grayscale image such as a PNG), "
+                       "or on the bundled test signal / image of the spec's size.",
+                       epilog="examples:\n  pde2net run examples/perona_malik.pde --input s.npy --output out.npy\n"
+                       "  pde2net run examples/perona_malik_2d.pde --input photo.png --output out.png "
+                       "--plot evolution.png", formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("file")
-    c.add_argument("--input", help=".npy array of shape (N,) or (B, N); default: bundled test signal")
-    c.add_argument("--output", help=".npy file for the result (same shape as the input)")
+    c.add_argument("--input", help=".npy array ((N,) or (B, N); 2D: (H, W) or (B, H, W)) or, for 2D, a "
+                   "grayscale image read as values in [0, 1]; default: bundled test signal / image")
+    c.add_argument("--output", help=".npy file for the result (same shape as the input), or for 2D "
+                   "an image file (values clipped to [0, 1])")
     c.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     c.add_argument("--steps", type=_nonneg_int, help="number of time steps (default: the scheme's)")
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    c.add_argument("--plot", metavar="PNG", help="write a picture of the evolution (1D: space-time "
+                   "image; 2D: input and output side by side; needs matplotlib)")
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("verify", help="check the stability claim numerically (float64)",
@@ -261,6 +386,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--counterexample", metavar="OUT.npy",
                    help="save the growing input found (if any) as .npy")
     c.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("export", help="export the network as ONNX and/or TorchScript",
+                       description="Trace the live network and write ONNX (needs the 'onnx' extra) "
+                       "and/or TorchScript; each file is loaded back and compared with the live "
+                       "module on an input of another shape (float32). Exit 1 if the relative "
+                       "difference exceeds --tolerance.",
+                       epilog="example: pde2net export examples/perona_malik.pde --onnx pm.onnx "
+                       "--torchscript pm.pt")
+    c.add_argument("file")
+    c.add_argument("--onnx", metavar="FILE.onnx", help="write ONNX here")
+    c.add_argument("--torchscript", metavar="FILE.pt", help="write TorchScript here")
+    c.add_argument("--shape", help="tracing input shape, B,N (1D) or B,H,W (2D); default from the spec's size")
+    c.add_argument("--steps", type=_nonneg_int, help="number of time steps (default: the scheme's)")
+    c.add_argument("--backend", choices=("fused", "conv"), default="fused")
+    c.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("graph", help="write the architecture as a graph of layers",
+                       description="The network as a networkx graph: layers (conv, activation, "
+                       "transposed conv, add, skip, restriction, prolongation) with shapes. Format "
+                       "from the suffix: .dot, .graphml or .json; DOT on standard output without -o.",
+                       epilog="example: pde2net graph examples/perona_malik.pde -o net.dot")
+    c.add_argument("file")
+    c.add_argument("-o", "--output", help="output file (.dot, .graphml, .json)")
+    c.set_defaults(func=cmd_graph)
     return p
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import exprs
 from .lower import Architecture, Explicit, FluxIR, StencilIR, min_points
+from .stencils import Stencil
 
 BACKENDS = ("fused", "conv")
 
@@ -69,6 +70,26 @@ def shifted_sum(xp: torch.Tensor, coeffs: tuple[float, ...], starts: tuple[int, 
     return acc
 
 
+def scaled_weights(cache: dict, exact: tuple, scale) -> tuple[tuple[float, ...], float]:
+    """``(scale * w_j for each exact weight, float(scale))``: formed exactly and rounded once.
+
+    Looked up by the identity of ``scale`` first (the entry keeps the object alive, so the id
+    cannot be reused): a scale held by the module, such as ``tau``, is then a dict hit that
+    torch.compile traces as constants, instead of tracing sympy arithmetic and guarding on it.
+    New objects fall back to the value (the cache stays bounded by the distinct scales).
+    """
+    by_id, by_value = cache.setdefault("id", {}), cache.setdefault("value", {})
+    hit = by_id.get(id(scale))
+    if hit is not None and hit[0] is scale:
+        return hit[1]
+    value = by_value.get(scale)
+    if value is None:
+        value = by_value[scale] = (tuple(float(scale * w) for w in exact), float(scale))
+    if len(by_id) < 256:
+        by_id[id(scale)] = (scale, value)
+    return value
+
+
 class Flux(nn.Module):
     """The activation Phi (and the diffusivity g = Phi(s)/s), evaluated from op trees."""
 
@@ -104,10 +125,7 @@ class StencilPair(nn.Module):
 
     def w2(self, scale) -> tuple[float, ...]:
         """``scale * W1``, formed exactly (sympy scale) and rounded once, as the source prints it."""
-        key = scale
-        if key not in self._w2:
-            self._w2[key] = tuple(float(scale * w) for w in self._exact)
-        return self._w2[key]
+        return scaled_weights(self._w2, self._exact, scale)[0]
 
     def D(self, u: torch.Tensor) -> torch.Tensor:
         up = pad_last(u, *self.pad)
@@ -120,7 +138,7 @@ class StencilPair(nn.Module):
     def Dt(self, v: torch.Tensor, scale=1) -> torch.Tensor:
         """``scale * D^T v``: the transposed convolution with ``W2 = scale * W1``."""
         if self.backend == "conv":
-            w = float(scale) * self.weight.to(dtype=v.dtype)
+            w = scaled_weights(self._w2, self._exact, scale)[1] * self.weight.to(dtype=v.dtype)
             y = F.conv_transpose1d(v.unsqueeze(-2), w).squeeze(-2)
             return unpad_adjoint(y, *self.pad)
         vp = pad_last(v, *self.adj_pad)
@@ -155,8 +173,13 @@ class DiffusionOperator(nn.Module):
         return self.pair.Dt(v, scale)
 
     def explicit_step(self, u: torch.Tensor, tau) -> torch.Tensor:
-        """``u - tau D^T Phi(D u)``: skip connection + transposed conv of the activated conv."""
-        return u + self.pair.Dt(self.flux(self.pair.D(u)), -tau)
+        """``u - tau D^T Phi(D u)``: skip connection + transposed conv of the activated conv.
+
+        Written ``u - (tau D^T) v`` rather than ``u + (-tau D^T) v``: IEEE rounding is symmetric, so
+        the bits are those of ``W2 = -tau W1^T`` (the emitted source), and no sympy negation runs
+        per call (torch.compile then traces floats only).
+        """
+        return u - self.pair.Dt(self.flux(self.pair.D(u)), tau)
 
     def diffusivity(self, u: torch.Tensor) -> torch.Tensor:
         """``G = g(D u)`` at the flux points, for schemes that freeze it."""
@@ -166,6 +189,21 @@ class DiffusionOperator(nn.Module):
         """``scale * D^T (G * D u)``: the linear operator with the diffusivity G frozen."""
         return self.pair.Dt(G * self.pair.D(u), scale)
 
+    def frozen_diagonal(self, G: torch.Tensor, scale=1) -> torch.Tensor:
+        """``diag(scale * D^T G D)_j = scale * sum_i D_ij^2 G_i``: the transposed correlation of G
+        with the squared weights (same paddings), for Jacobi smoothers."""
+        if not hasattr(self, "_square_pair"):
+            st = self.pair.ir.stencil
+            sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
+            self._square_pair = StencilPair(StencilIR(sq, self.pair.ir.boundary, self.pair.ir.axis),
+                                            self.pair.backend)
+        return self._square_pair.Dt(G, scale)
+
+    @staticmethod
+    def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-row inner product over the grid, shape ``(B, 1)`` (for Krylov solvers)."""
+        return (a * b).sum(dim=-1, keepdim=True)
+
 
 class DiffusionNet(nn.Module):
     """Base class of generated networks: ``steps`` ResNet blocks ``u + W2 Phi(W1 u)``.
@@ -173,15 +211,17 @@ class DiffusionNet(nn.Module):
     Input ``(N,)``, ``(B, N)`` or ``(B, 1, N)``, any float dtype and device; output the same shape.
     """
 
+    scheme_type: type = Explicit
+
     def __init__(self, arch: Architecture, backend: str = "fused") -> None:
         super().__init__()
-        if not isinstance(arch.scheme, Explicit):
-            raise NotImplementedError(f"no live network for {type(arch.scheme).__name__} yet")
+        if not isinstance(arch.scheme, self.scheme_type):
+            raise NotImplementedError(f"{type(self).__name__} does not build {type(arch.scheme).__name__}")
         self.arch = arch
-        self.tau = arch.scheme.tau
+        self.tau = getattr(arch.scheme, "tau", None)
         self.steps = arch.scheme.steps
         self.min_points = min_points(arch)
-        self.op = DiffusionOperator(arch, backend)
+        self.op = make_operator(arch, backend)
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One explicit step ``u - tau D^T Phi(D u)``."""
@@ -198,6 +238,8 @@ class DiffusionNet(nn.Module):
             raise TypeError(f"expected a torch.Tensor, got {type(u).__name__}")
         if not u.is_floating_point():
             raise TypeError(f"expected a floating-point tensor, got {u.dtype}")
+        if len(self.arch.dims) == 2:
+            return self._images(u)
         if u.dim() == 3 and u.shape[1] != 1:
             raise ValueError(f"expected one channel, shape (B, 1, N); got {tuple(u.shape)}")
         if u.dim() not in (1, 2, 3) or u.shape[-1] < self.min_points:
@@ -205,13 +247,228 @@ class DiffusionNet(nn.Module):
                              f"got {tuple(u.shape)}")
         return u.reshape(-1, u.shape[-1])
 
+    def _images(self, u: torch.Tensor) -> torch.Tensor:
+        """2D input ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` as a batch ``(B, H, W)``."""
+        if u.dim() == 4 and u.shape[1] != 1:
+            raise ValueError(f"expected one channel, shape (B, 1, H, W); got {tuple(u.shape)}")
+        if u.dim() not in (2, 3, 4) or min(u.shape[-2:]) < self.min_points:
+            raise ValueError(f"expected shape (H, W), (B, H, W) or (B, 1, H, W) with H, W >= "
+                             f"{self.min_points}; got {tuple(u.shape)}")
+        return u.reshape(-1, *u.shape[-2:])
+
     def extra_repr(self) -> str:
         return f"ResNet: {self.steps} blocks u <- u - tau D^T Phi(D u), tau = {float(self.tau)!r}"
 
 
+# ------------------------------------------------------------------------------------ 2D
+def pad_dim(x: torch.Tensor, left: int, right: int, mode: str, dim: int) -> torch.Tensor:
+    """:func:`pad_last` along ``dim`` (-1 for x, -2 for y): ``none``, ``zeros`` or ``circular``."""
+    if mode == "none" or left == right == 0:
+        return x
+    n = x.shape[dim]
+    if mode == "circular":
+        return torch.cat([x.narrow(dim, n - left, left), x, x.narrow(dim, 0, right)], dim=dim)
+    return F.pad(x, (left, right) if dim == -1 else (0, 0, left, right))
+
+
+def unpad_dim(y: torch.Tensor, left: int, right: int, mode: str, dim: int) -> torch.Tensor:
+    """The adjoint of :func:`pad_dim`: crop, and for circular padding fold the ends back."""
+    if mode == "none" or left == right == 0:
+        return y
+    n = y.shape[dim] - left - right
+    core = y.narrow(dim, left, n)
+    if mode == "circular":
+        core = core.clone()
+        if left:
+            core.narrow(dim, n - left, left).add_(y.narrow(dim, 0, left))
+        if right:
+            core.narrow(dim, 0, right).add_(y.narrow(dim, left + n, right))
+    return core
+
+
+def shifted_sum_dim(xp: torch.Tensor, coeffs: tuple[float, ...], starts: tuple[int, ...], n: int,
+                    dim: int) -> torch.Tensor:
+    """``sum_j c_j xp[s_j : s_j + n]`` along ``dim``, in the order and form codegen prints."""
+    acc: Optional[torch.Tensor] = None
+    for c, s in zip(coeffs, starts):
+        if c == 0.0:
+            continue
+        t = xp.narrow(dim, s, n)
+        if acc is None:
+            acc = t if c == 1.0 else -t if c == -1.0 else c * t
+        else:
+            acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t
+    assert acc is not None, "a stencil has a nonzero weight (checked when lowering)"
+    return acc
+
+
+class AxisPair(nn.Module):
+    """D and ``scale * D^T`` along one axis of an image (x: dim -1, y: dim -2), output the size of
+    the input at every node.
+
+    neumann: the valid correlation (complete stencil rows only) followed by zero rows where the
+    stencil would leave the grid (for the forward difference: zero across the far edge), so
+    ``D_axis = I (x) D_1d`` with zero rows inserted: same norm, and D^T crops then transposes.
+    periodic / dirichlet: circular / zero padding as in 1D.
+    """
+
+    def __init__(self, ir: StencilIR, backend: str) -> None:
+        super().__init__()
+        st = ir.stencil
+        self.ir, self.backend, self.size, self.dim = ir, backend, st.size, ir.axis
+        self.offset, self.neumann = st.offset, ir.boundary == "neumann"
+        self.w1 = ir.weights
+        self._exact = st.scaled
+        self._w2: dict = {}
+        self.pad, self.adj_pad = ir.padding, ir.adjoint_padding
+        if backend == "conv":
+            shape = (1, 1, 1, -1) if self.dim == -1 else (1, 1, -1, 1)
+            self.register_buffer("weight", torch.tensor(self.w1, dtype=torch.float64).view(*shape))
+
+    def w2(self, scale) -> tuple[float, ...]:
+        """``scale * W1``, formed exactly and rounded once (as the source prints it)."""
+        return scaled_weights(self._w2, self._exact, scale)[0]
+
+    def D(self, u: torch.Tensor) -> torch.Tensor:
+        k, dim = self.size, self.dim
+        up = pad_dim(u, *self.pad, dim)
+        if self.backend == "conv":
+            lead = up.shape[:-2]
+            d = F.conv2d(up.reshape(-1, 1, *up.shape[-2:]), self.weight.to(dtype=u.dtype))
+            d = d.reshape(*lead, *d.shape[-2:])
+        else:
+            d = shifted_sum_dim(up, self.w1, tuple(range(k)), up.shape[dim] - k + 1, dim)
+        if self.neumann and k > 1:  # zero flux where the stencil leaves the grid
+            d = pad_dim(d, self.offset, k - 1 - self.offset, "zeros", dim)
+        return d
+
+    def Dt(self, v: torch.Tensor, scale=1) -> torch.Tensor:
+        """``scale * D^T v``: crop the zero rows (neumann), then the transposed correlation."""
+        k, dim = self.size, self.dim
+        if self.neumann and k > 1:
+            v = v.narrow(dim, self.offset, v.shape[dim] - k + 1)
+        if self.backend == "conv":
+            lead = v.shape[:-2]
+            w = scaled_weights(self._w2, self._exact, scale)[1] * self.weight.to(dtype=v.dtype)
+            y = F.conv_transpose2d(v.reshape(-1, 1, *v.shape[-2:]), w)
+            return unpad_dim(y.reshape(*lead, *y.shape[-2:]), *self.pad, dim)
+        vp = pad_dim(v, *self.adj_pad, dim)
+        return shifted_sum_dim(vp, self.w2(scale), tuple(k - 1 - j for j in range(k)),
+                               vp.shape[dim] - k + 1, dim)
+
+    def extra_repr(self) -> str:
+        axis = "x" if self.dim == -1 else "y"
+        return (f"axis {axis}: W1 = {list(self.w1)} (offset {self.offset}), W2 = -tau W1^T, "
+                f"boundary={self.ir.boundary}, backend={self.backend}")
+
+
+class VectorFlux(nn.Module):
+    """The isotropic vector activation ``Phi(v) = g(vx^2 + vy^2) (vx, vy)``: it couples the two
+    channels of a node through the squared gradient length only (channels on dim -3)."""
+
+    def __init__(self, ir: FluxIR) -> None:
+        super().__init__()
+        if ir.radial_op is None:
+            raise ValueError("the flux has no radial diffusivity g(s2) (not a 2D architecture)")
+        self.ir = ir
+        self._lib = exprs.LIBS["torch"]()
+
+    def params(self) -> dict:
+        """The values of the diffusivity's params (trainable networks override this)."""
+        return self.ir.params
+
+    def g(self, s2: torch.Tensor) -> torch.Tensor:
+        """``g(s2)``, always a tensor of the shape of s2 (constant for linear diffusion)."""
+        g = exprs.evaluate(self.ir.radial_op, {"s2": s2, **self.params()}, self._lib)
+        return g if isinstance(g, torch.Tensor) and g.shape == s2.shape else g + torch.zeros_like(s2)
+
+    def squared_length(self, v: torch.Tensor) -> torch.Tensor:
+        vx, vy = v.select(-3, 0), v.select(-3, 1)
+        return (vx * vx + vy * vy).unsqueeze(-3)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v * self.g(self.squared_length(v))
+
+    def diffusivity(self, v: torch.Tensor) -> torch.Tensor:
+        """``g(|v|^2)`` per node, shape ``(..., 1, H, W)`` (broadcasts over the two channels)."""
+        return self.g(self.squared_length(v))
+
+    def extra_repr(self) -> str:
+        return f"Phi(v) = g(|v|^2) v, radial profile Phi(s) = {self.ir.text}"
+
+
+class DiffusionOperator2D(nn.Module):
+    """``A(u) = grad_h^T Phi(grad_h u)`` on images ``(B, H, W)``, x the last axis: the
+    :class:`DiffusionOperator` interface in 2D.
+
+    ``D(u)`` is the two-channel gradient ``(B, 2, H, W)`` (channel 0 = x, 1 = y; one conv2d per
+    axis), ``Dt(v, scale)`` the divergence ``scale * (Dx^T v_x + Dy^T v_y)`` (transposed conv2d
+    with the same weights), the activation the vector flux ``g(|v|^2) v``, and ``diffusivity(u)``
+    is ``g(|grad u|^2)`` per node, shape ``(B, 1, H, W)``.  ``||grad_h||^2 <= 4/hx^2 + 4/hy^2``.
+    """
+
+    ndim = 2
+
+    def __init__(self, arch: Architecture, backend: str = "fused") -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if len(arch.stencils) != 2:
+            raise ValueError("DiffusionOperator2D needs one stencil per axis (a 2D architecture)")
+        self.px = AxisPair(arch.stencils[0], backend)
+        self.py = AxisPair(arch.stencils[1], backend)
+        self.flux = VectorFlux(arch.flux)
+
+    def D(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.px.D(u), self.py.D(u)], dim=-3)
+
+    def Dt(self, v: torch.Tensor, scale=1) -> torch.Tensor:
+        return self.px.Dt(v.select(-3, 0), scale) + self.py.Dt(v.select(-3, 1), scale)
+
+    def explicit_step(self, u: torch.Tensor, tau) -> torch.Tensor:
+        """``u - tau div(g(|grad u|^2) grad u)`` discretely: skip + transposed conv of the
+        activated two-channel conv.  ``u - (tau D^T) v`` has the bits of ``u + (-tau D^T) v``
+        (IEEE rounding is symmetric) and runs no sympy negation per call (as in 1D)."""
+        return u - self.Dt(self.flux(self.D(u)), tau)
+
+    def diffusivity(self, u: torch.Tensor) -> torch.Tensor:
+        return self.flux.diffusivity(self.D(u))
+
+    def frozen_apply(self, u: torch.Tensor, G: torch.Tensor, scale=1) -> torch.Tensor:
+        """``scale * D^T (G * D u)`` with ``G`` of shape ``(B, 1, H, W)`` (or broadcastable)."""
+        return self.Dt(G * self.D(u), scale)
+
+    def frozen_diagonal(self, G: torch.Tensor, scale=1) -> torch.Tensor:
+        """``diag(scale * grad^T G grad)_k = scale * sum_axes sum_i D_ik^2 G_i``: per axis the
+        transposed correlation of G with the squared weights, for Jacobi smoothers."""
+        if not hasattr(self, "_square_pairs"):
+            pairs = []
+            for p in (self.px, self.py):
+                st = p.ir.stencil
+                sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
+                pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis), p.backend))
+            self._square_pairs = nn.ModuleList(pairs)
+        g = G.select(-3, 0) if G.dim() >= 3 and G.shape[-3] == 1 else G
+        sx, sy = self._square_pairs
+        return sx.Dt(g, scale) + sy.Dt(g, scale)
+
+    @staticmethod
+    def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-sample inner product over the image, shape ``(B, 1, 1)`` (for Krylov solvers)."""
+        return (a * b).sum(dim=(-2, -1), keepdim=True)
+
+
+def make_operator(arch: Architecture, backend: str = "fused") -> nn.Module:
+    """The diffusion operator of the architecture's dimension (1D rows or 2D images)."""
+    return DiffusionOperator2D(arch, backend) if len(arch.dims) == 2 else DiffusionOperator(arch, backend)
+
+
 def build_module(arch: Architecture, backend: str = "fused", doc: str = "") -> DiffusionNet:
     """The live module, as an instance of a subclass named after the spec (``PeronaMalik``)."""
-    cls = type(arch.class_name, (DiffusionNet,), {"__doc__": doc or DiffusionNet.__doc__,
-                                                  "__module__": "pde2net.generated"})
+    from .schemes import network_class  # the non-explicit schemes' networks
+
+    base = network_class(arch.scheme)
+    cls = type(arch.class_name, (base,), {"__doc__": doc or base.__doc__,
+                                          "__module__": "pde2net.generated"})
     return cls(arch, backend)
 

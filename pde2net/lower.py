@@ -55,6 +55,9 @@ class FluxIR:
     text: str
     ratio: sp.Expr
     ratio_op: exprs.Op
+    # g as a function of the squared length s2 = |v|^2 (2D vector flux g(|v|^2) v); None if not lowerable
+    radial: Optional[sp.Expr] = None
+    radial_op: Optional[exprs.Op] = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,94 @@ class Explicit:
     steps: int
 
 
-Scheme = Union[Explicit]
+@dataclass(frozen=True)
+class FED:
+    """Fast Explicit Diffusion (MATH.md 3): ``cycles`` cycles of ``cycle_length`` explicit steps
+    with the step sizes ``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))`` (exact), applied in
+    Leja order (``taus`` is already ordered; ``order`` the original indices i).  ``update``:
+    ``cycle`` freezes the diffusivity at the start of each cycle, ``step`` re-evaluates it."""
+
+    tau_max: sp.Expr
+    cycles: int
+    cycle_length: int
+    update: str
+    taus: tuple[sp.Expr, ...]
+    order: tuple[int, ...]
+
+    @property
+    def steps(self) -> int:  # the outer loop counts cycles (``run --steps``)
+        return self.cycles
+
+    @property
+    def cycle_time(self) -> sp.Expr:
+        """``sum tau_i = tau_max (n^2 + n) / 3``."""
+        n = self.cycle_length
+        return self.tau_max * (n * n + n) / 3
+
+
+@dataclass(frozen=True)
+class FSI:
+    """Fast Semi-Iterative scheme (MATH.md 4): per cycle, ``u^(k+1) = a_k (u^k - tau A(u^k)) +
+    (1 - a_k) u^(k-1)``, ``a_k = (4k+2)/(2k+3)``, ``u^(-1) = u^0``; diffusivity frozen per cycle
+    unless ``update = step``."""
+
+    tau: sp.Expr
+    cycles: int
+    cycle_length: int
+    update: str
+
+    @property
+    def steps(self) -> int:
+        return self.cycles
+
+    @property
+    def alphas(self) -> tuple[sp.Rational, ...]:
+        return tuple(sp.Rational(4 * k + 2, 2 * k + 3) for k in range(self.cycle_length))
+
+    @property
+    def cycle_time(self) -> sp.Expr:
+        n = self.cycle_length
+        return self.tau * (n * n + n) / 3
+
+
+@dataclass(frozen=True)
+class Implicit:
+    """Implicit time steps as a recurrent network (MATH.md 5, 6).  ``solver``: ``cg`` / ``jacobi``
+    solve the lagged-diffusivity system ``(I + tau D^T G(u^k) D) u^(k+1) = u^k`` from 0 with
+    ``iterations`` iterations fed with u^k; ``fixed_point`` iterates ``v <- u^k - tau D^T Phi(D v)``
+    from ``v = u^k`` (fully implicit).  ``omega`` is the Jacobi damping."""
+
+    tau: sp.Expr
+    steps: int
+    solver: str
+    iterations: int
+    omega: sp.Expr
+
+
+@dataclass(frozen=True)
+class Multigrid:
+    """Linear implicit steps ``(I + tau c D^T D) u^(k+1) = u^k`` (Phi(s) = c s), each solved by
+    ``cycles`` V(pre, post)-cycles from u^k (MATH.md 7): damped Jacobi smoothing, restriction R,
+    prolongation ``P = 2 R^T``, Galerkin coarse operators ``R A P``.  ``levels = 0``: as many as
+    the grid allows.  ``kernel`` is the interior kernel of A (exact), ``coarse_kernels`` the
+    interior Galerkin kernels of the vertex-centred hierarchy (exact, for reports)."""
+
+    tau: sp.Expr
+    steps: int
+    levels: int
+    pre: int
+    post: int
+    cycles: int
+    coefficient: sp.Expr
+    omega: sp.Expr = sp.Rational(2, 3)
+    kernel: tuple[sp.Expr, ...] = ()
+    coarse_kernels: tuple[tuple[sp.Expr, ...], ...] = ()
+
+
+VERTEX_RESTRICTION = (sp.Rational(1, 4), sp.Rational(1, 2), sp.Rational(1, 4))
+CELL_RESTRICTION = (sp.Rational(1, 8), sp.Rational(3, 8), sp.Rational(3, 8), sp.Rational(1, 8))
+
+Scheme = Union[Explicit, FED, FSI, Implicit, Multigrid]
 
 
 @dataclass(frozen=True)
@@ -84,8 +174,8 @@ class Architecture:
 
     def with_steps(self, steps: int) -> "Architecture":
         """The same network with a different number of time steps (``run --steps``)."""
-        if not isinstance(self.scheme, Explicit):
-            raise ValueError("steps can only be overridden for the explicit scheme")
+        if isinstance(self.scheme, (FED, FSI)):  # a step of the outer loop is one cycle
+            return replace(self, scheme=replace(self.scheme, cycles=steps))
         return replace(self, scheme=replace(self.scheme, steps=steps))
 
 
@@ -104,8 +194,20 @@ def lower_flux(model: Model) -> FluxIR:
     op = exprs.lower_expr(model.flux, names)
     params = {name: float(v) for name, v in model.params.items()}
     ratio = sp.cancel(model.flux / S) if model.flux.is_rational_function(S) else model.flux / S
+    radial, radial_op = lower_radial(ratio, names) if model.ndim == 2 else (None, None)
     return FluxIR(model.flux, op, params, show(model.flux.xreplace({S: sp.Symbol("s")})),
-                  ratio, exprs.lower_expr(ratio, names))
+                  ratio, exprs.lower_expr(ratio, names), radial, radial_op)
+
+
+S2 = sp.Symbol("s2", nonnegative=True)
+
+
+def lower_radial(ratio: sp.Expr, names: dict) -> tuple[sp.Expr, exprs.Op]:
+    """``g(s2) = (Phi(s)/s)`` at ``s = sqrt(s2)``: the 2D diffusivity as a function of
+    ``|grad u|^2``, so the vector activation ``g(vx^2 + vy^2) (vx, vy)`` needs no square root
+    (Phi(s)/s is even for the radial profiles the 2D recogniser builds, so s = +sqrt(s2) is exact)."""
+    g2 = sp.powsimp(ratio.xreplace({S: sp.sqrt(S2)}), force=False)
+    return g2, exprs.lower_expr(g2, {**names, S2: "s2"})
 
 
 def lower_stencils(model: Model) -> tuple[StencilIR, ...]:
@@ -124,16 +226,129 @@ def lower_stencils(model: Model) -> tuple[StencilIR, ...]:
 
 
 def lower_scheme(model: Model) -> Scheme:
-    if model.scheme == "explicit":
-        return Explicit(model.setting("tau"), int(model.setting("steps")))
-    raise model.error(f"the {model.scheme} scheme is not supported yet", "scheme",
-                      "scheme explicit(tau = ..., steps = ...)")
+    """The scheme statement as an IR record (step sizes, weights and kernels computed here)."""
+    kind, get = model.scheme, model.setting
+    if kind == "explicit":
+        return Explicit(get("tau"), int(get("steps")))
+    if kind == "fed":
+        n = int(get("cycle_length"))
+        taus = fed_step_sizes(get("tau_max"), n)
+        order = leja_order(fed_roots(float(get("tau_max")), n))
+        return FED(get("tau_max"), int(get("cycles")), n, str(get("update")),
+                   tuple(taus[i] for i in order), tuple(order))
+    if kind == "fsi":
+        return FSI(get("tau"), int(get("cycles")), int(get("cycle_length")), str(get("update")))
+    if kind == "implicit":
+        omega = get("omega")
+        if omega is None:
+            omega = sp.Integer(2) / (jacobi_width(model) + 1)  # inside the limit 2/K (MATH.md 5)
+        return Implicit(get("tau"), int(get("steps")), str(get("solver")),
+                        int(get("iterations")), omega)
+    if kind == "multigrid":
+        return lower_multigrid(model)
+    raise model.error(f"unknown scheme {kind}", "scheme", "explicit, fed, fsi, implicit or multigrid")
+
+
+def fed_step_sizes(tau_max: sp.Expr, n: int) -> list[sp.Expr]:
+    """``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))``, i = 0..n-1, exact (MATH.md 3)."""
+    return [tau_max / (2 * sp.cos(sp.pi * (2 * i + 1) / (4 * n + 2)) ** 2) for i in range(n)]
+
+
+def fed_roots(tau_max: float, n: int) -> list[float]:
+    """``1 / tau_i = 2 cos^2(pi (2i+1) / (4n+2)) / tau_max`` in float64 (enough to order them)."""
+    import math
+
+    return [2 * math.cos(math.pi * (2 * i + 1) / (4 * n + 2)) ** 2 / tau_max for i in range(n)]
+
+
+def leja_order(points: list[float]) -> list[int]:
+    """Leja ordering of the roots ``1/tau_i`` of the cycle polynomial: start with the largest,
+    then repeatedly take the point maximising the product of distances to those taken (sums of
+    logs, so nothing overflows; ties go to the lower index).  Keeps the partial products of
+    ``(1 - tau_i lambda)`` small, which is what makes a long FED cycle survive rounding (MATH.md 3)."""
+    import numpy as np
+
+    x = np.asarray(points, dtype=float)
+    taken = np.zeros(len(x), dtype=bool)
+    score = np.zeros(len(x))
+    out = [int(np.argmax(np.abs(x)))]
+    taken[out[0]] = True
+    with np.errstate(divide="ignore"):
+        for _ in range(len(x) - 1):
+            score += np.log(np.abs(x - x[out[-1]]))
+            best = int(np.argmax(np.where(taken, -np.inf, score)))
+            out.append(best)
+            taken[best] = True
+    return out
+
+
+def jacobi_width(model: Model) -> int:
+    """K = the number of nonzero weights of D: with K-point rows, ``D^T G D <= K diag(D^T G D)``
+    (Cauchy-Schwarz), so damped Jacobi converges for ``omega < 2/K`` (K = m + 1 for binomial D)."""
+    st = make_stencil(model.stencil.kind, model.order, model.grid[0], model.stencil.weights,
+                      model.stencil.offset)
+    return sum(1 for w in st.weights if w != 0)
+
+
+def lower_multigrid(model: Model) -> Multigrid:
+    """Linear diffusion only: ``A = I + tau c D^T D`` with ``Phi(s) = c s``."""
+    if not model.linear:
+        raise model.error(f"multigrid needs linear diffusion, but the flux Phi(s) = "
+                          f"{show(model.flux.xreplace({S: sp.Symbol('s')}))} is nonlinear", "scheme",
+                          "a linear equation such as dt(u) = dxx(u) with multigrid, or scheme "
+                          "implicit(...) / fed(...) / fsi(...) for a nonlinear flux")
+    if model.ndim != 1:
+        raise model.error("multigrid is implemented for 1D fields only", "scheme",
+                          "field u(x), or scheme implicit(...) for 2D")
+    c = sp.nsimplify(sp.cancel(model.flux_value / S))
+    get = model.setting
+    tau = get("tau")
+    st = make_stencil(model.stencil.kind, model.order, model.grid[0], model.stencil.weights,
+                      model.stencil.offset)
+    # omega = 2/(K+1): 2/3 for m = 1 (MATH.md 7), inside the Jacobi limit 2/K for every m (MATH.md 5)
+    omega = sp.Integer(2) / (jacobi_width(model) + 1)
+    kernel = operator_kernel(st.scaled, tau * c)
+    coarse = []
+    k = kernel
+    for _ in range(3):
+        k = galerkin_kernel(k, VERTEX_RESTRICTION)
+        coarse.append(k)
+    return Multigrid(tau, int(get("steps")), int(get("levels")), int(get("pre")), int(get("post")),
+                     int(get("cycles")), c, omega, kernel, tuple(coarse))
+
+
+def operator_kernel(w: tuple[sp.Expr, ...], scale: sp.Expr) -> tuple[sp.Expr, ...]:
+    """Interior kernel of ``I + scale D^T D``: ``delta + scale * autocorrelation(w)``, offsets
+    -(K-1)..K-1."""
+    k = len(w)
+    ac = [sum(w[i] * w[i + d] for i in range(k - d)) for d in range(k)]
+    return tuple(sp.nsimplify(scale * ac[abs(d)] + (1 if d == 0 else 0)) for d in range(1 - k, k))
+
+
+def galerkin_kernel(a: tuple[sp.Expr, ...], r: tuple[sp.Expr, ...]) -> tuple[sp.Expr, ...]:
+    """Interior kernel of ``R A P`` with ``P = 2 R^T`` and stride 2, exactly:
+    ``(RAP)[I, I+e] = 2 sum_(k,l) r_k r_l a[2e + l - k]`` (a centred, odd length)."""
+    b = (len(a) - 1) // 2
+    kr = len(r)
+    out = {}
+    bc = (b + kr - 1) // 2
+    for e in range(-bc, bc + 1):
+        tot = sp.Integer(0)
+        for k in range(kr):
+            for l in range(kr):
+                d = 2 * e + l - k
+                if -b <= d <= b:
+                    tot += 2 * r[k] * r[l] * a[d + b]
+        out[e] = tot
+    while bc > 0 and out[bc] == 0 and out[-bc] == 0:
+        bc -= 1
+    return tuple(sp.nsimplify(out[e]) for e in range(-bc, bc + 1))
 
 
 def lower(model: Model) -> Architecture:
     """Model -> Architecture (raises PdeError for what cannot be built yet)."""
-    if model.ndim != 1:
-        raise model.error("2D fields are not supported yet", "field", "field u(x)")
+    if model.ndim == 2 and model.order != 1:  # the 2D recogniser only builds m = 1; keep it honest
+        raise model.error("2D fields support second-order diffusion only", "field", "field u(x)")
     return Architecture(
         name=model.name, class_name=class_name(model.name), dims=model.dims, order=model.order,
         stencils=lower_stencils(model), flux=lower_flux(model), scheme=lower_scheme(model),

@@ -19,6 +19,7 @@ from .errors import PdeError, Pos, Source, describe_char
 
 MAX_SOURCE_BYTES = 100_000
 MAX_NESTING = 60
+MAX_DEPTH = 200  # operations in one expression's deepest chain (parse tree levels)
 
 
 # --------------------------------------------------------------------------------------- AST
@@ -386,6 +387,20 @@ def _check_nesting(text: str, source: Source) -> None:
         depth = 0  # parentheses never span lines
 
 
+def _check_depth(tree: lark.Tree, source: Source) -> None:
+    """Refuses expressions more than MAX_DEPTH operations deep (``1 + 1 + ... + 1`` is as deep as
+    it is long): the transformer and the later stages recurse, the LALR parser does not."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            pos = None if getattr(meta, "empty", True) else Pos(meta.line, meta.column)
+            raise PdeError(f"expression more than {MAX_DEPTH} operations deep", pos, source,
+                           "a shorter expression (split it into several params)")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, lark.Tree))
+
+
 def parse(text: str, filename: str = "<string>") -> Spec:
     """Parses the text of a ``.pde`` file into a :class:`Spec` (syntax only)."""
     source = Source(text, filename)
@@ -402,6 +417,7 @@ def parse(text: str, filename: str = "<string>") -> Spec:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as err:
         raise _syntax_error(err, source) from None
+    _check_depth(tree, source)
     statements = _ToAst().transform(tree)
     return Spec(statements, source)
 

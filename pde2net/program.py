@@ -13,12 +13,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
-import networkx as nx
-
 from . import analyse, codegen, lower, parse, stability
 from .errors import PdeError
 
-if TYPE_CHECKING:  # torch is imported only when a module is built
+if TYPE_CHECKING:  # torch is imported only when a module is built, networkx for .graph
+    import networkx as nx
     import torch
 
 
@@ -40,33 +39,114 @@ class Program:
         return stability.analyse(self.model, self.arch)
 
     @cached_property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> "nx.DiGraph":
         """The equation's expression graph (operators, functions, symbols)."""
         return analyse.expression_graph(self.model)
 
     def module(self, backend: str = "fused", steps: Optional[int] = None,
                dtype: Optional["torch.dtype"] = None, device: Any = None,
-               compile: bool = False) -> "torch.nn.Module":
+               compile: bool = False, trainable: bool = False, shared: bool = True) -> "torch.nn.Module":
         """The network as a live ``torch.nn.Module`` (built from the IR, no generated text run).
 
         ``backend``: ``"fused"`` (shifted views, default) or ``"conv"`` (the paper's literal
         conv / transposed-conv pair).  ``steps`` overrides the scheme's number of time steps.
+        ``trainable=True`` (explicit scheme): stencil weights, time step and diffusivity params
+        become ``nn.Parameter``s under a parametrisation that keeps the network stable for every
+        parameter value (:mod:`pde2net.trainable`); ``shared=False`` gives each block its own.
+        The class docstring states the PDE, the network and the derived bound (computed on
+        first access to ``__doc__``).
         """
-        from . import layers  # torch is heavy: only here
-
         arch = self.arch if steps is None else self.arch.with_steps(_positive_steps(steps))
-        net = layers.build_module(arch, backend, codegen.docstring(arch, None))
+        doc = LazyDoc(lambda: codegen.docstring(arch, self.stability))
+        if trainable:
+            from . import trainable as tr  # torch is heavy: only here
+
+            net = tr.build_trainable(arch, self.model, shared, doc)
+        else:
+            from . import layers  # torch is heavy: only here
+
+            net = layers.build_module(arch, backend, doc)
         if dtype is not None or device is not None:
             net = net.to(device=device, dtype=dtype)
         if compile:
-            import torch
-
-            net = torch.compile(net)
+            net = compile_steps(net)
         return net
 
     def source(self) -> str:
         """The standalone Python source that ``pde2net compile`` writes."""
         return codegen.emit_source(self.arch, self.stability)
+
+
+class LazyDoc:
+    """A class ``__doc__`` computed on first access (the stability report costs ~0.5 s of
+    symbolic work; building a module should not).  CPython calls a descriptor stored as a
+    heap type's ``__doc__`` both for ``cls.__doc__`` and ``instance.__doc__``."""
+
+    def __init__(self, make) -> None:
+        self._make, self._text = make, None
+
+    def __get__(self, obj, owner=None) -> str:
+        if self._text is None:
+            self._text = self._make()
+        return self._text
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def compile_steps(net: "torch.nn.Module") -> "torch.nn.Module":
+    """``torch.compile`` one time step (``net.block``), not the whole network.
+
+    Compiling ``forward`` would unroll the loop over the steps (compile time growing with
+    ``steps``); one step is one expression that inductor fuses into a single kernel, reused by
+    every iteration.  The exact scales (``tau``) are first rounded to floats by one eager block
+    on a small input, so the compiled trace contains floats only.  Networks without ``block``
+    are compiled whole.
+    """
+    import torch
+
+    if not callable(getattr(net, "block", None)):
+        return torch.compile(net)
+    _prime_scales(net)
+    net.block = torch.compile(_own_code(net.block))
+    return net
+
+
+def _own_code(method):
+    """The bound method with a private copy of its code object.
+
+    Dynamo keeps its compiled graphs, and a limit of 8 recompilations, per code object; every
+    generated network is a new class, so networks sharing ``DiffusionNet.block``'s code would
+    each recompile it and, from the ninth network in a process on, silently run eagerly.
+    """
+    import types
+
+    fn = method.__func__
+    own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
+                             fn.__closure__)
+    own.__qualname__, own.__doc__ = fn.__qualname__, fn.__doc__
+    return types.MethodType(own, method.__self__)
+
+
+def _prime_scales(net: "torch.nn.Module") -> None:
+    """One eager ``block`` on zeros of the spec's size (an optimisation only: failures are ignored)."""
+    import torch
+
+    arch = getattr(net, "arch", None)
+    if arch is None:
+        return
+    like = next(iter(net.buffers()), None)
+    if like is None:
+        like = next(iter(net.parameters()), None)
+    n = max(arch.size[0] if arch.size else 16, getattr(net, "min_points", 1))
+    shape = (1, n) if len(arch.dims) == 1 else (1, n, arch.size[1] if arch.size and len(arch.size) > 1 else n)
+    u = torch.zeros(shape, dtype=like.dtype if like is not None and like.is_floating_point() else None,
+                    device=like.device if like is not None else None)
+    try:
+        with torch.no_grad():
+            net.block(u)
+    except Exception:  # noqa: BLE001 - e.g. a multigrid hierarchy that wants another size
+        pass
 
 
 def _positive_steps(steps: int) -> int:

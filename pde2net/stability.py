@@ -17,13 +17,14 @@ import functools
 import math
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 import sympy as sp
-from sympy.calculus.util import maximum, minimum
+from sympy.calculus.util import continuous_domain, function_range, maximum, minimum
 
 from . import exprs
 from .analyse import S, Model
@@ -44,10 +45,17 @@ def time_limit(seconds: float):
             or not hasattr(signal, "setitimer"):
         yield
         return
+    # Nested limits: an enclosing one that fires first stays in charge; otherwise it is re-armed
+    # with what is left of it when this one ends (one ITIMER_REAL serves both).
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if outer and outer <= seconds:
+        yield
+        return
 
     def _raise(signum, frame):
         raise SymbolicTimeout()
 
+    start = time.monotonic()
     old = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -55,6 +63,8 @@ def time_limit(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 # ------------------------------------------------------------------------- flux facts
@@ -78,10 +88,71 @@ def _ratio_branches(phi: sp.Expr) -> list[tuple[str, sp.Expr]]:
 
 
 def _extremum(fn: Callable, expr: sp.Expr) -> sp.Expr:
-    v = fn(expr, _T, sp.Interval.open(0, sp.oo))
+    return _closed_form(fn(expr, _T, sp.Interval.open(0, sp.oo)), expr)
+
+
+def _closed_form(v: Optional[sp.Expr], expr: sp.Expr) -> sp.Expr:
     if v is None or v.has(sp.nan, sp.zoo) or (not v.is_number and v not in (sp.oo, -sp.oo)):
         raise ValueError(f"no closed form for the extremum of {expr}")
     return sp.nsimplify(v) if v.is_Float else v
+
+
+def _extrema(expr: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    """``(inf, sup)`` of ``expr(t)`` over ``t > 0``: what sympy's ``minimum`` and ``maximum`` return
+    (each is ``function_range(...).inf / .sup``), from one range computation instead of two."""
+    rng = _range_positive(expr)
+    return _closed_form(rng.inf, expr), _closed_form(rng.sup, expr)
+
+
+def _range_positive(expr: sp.Expr) -> sp.Set:
+    """sympy's ``function_range(expr, t, (0, oo))``.
+
+    Its first step, ``periodicity``, simplifies the expression (and so imports sympy.physics,
+    ~0.5 s) and can only find a period when a trigonometric function occurs.  Without one, the
+    remaining steps run directly (:func:`_aperiodic_range`, the same sympy calls in the same
+    order); if they fail, sympy's own function runs, so nothing provable is lost.
+    """
+    domain = sp.Interval.open(0, sp.oo)
+    if not expr.has(sp.sin, sp.cos, sp.tan, sp.cot, sp.sec, sp.csc):
+        try:
+            return _aperiodic_range(expr, domain)
+        except SymbolicTimeout:
+            raise
+        except Exception:  # noqa: BLE001 - fall back to the complete routine below
+            pass
+    return function_range(expr, _T, domain)
+
+
+def _aperiodic_range(f: sp.Expr, domain: sp.Interval) -> sp.Set:
+    """``function_range`` (sympy 1.12-1.14) after its periodicity step: on each interval where f is
+    continuous, the values at closed ends, the one-sided limits at open ends (singularities
+    included) and the values at the critical points (all of them: a finite solveset)."""
+    intervals = continuous_domain(f, _T, domain)
+    parts = intervals.args if isinstance(intervals, sp.Union) else (intervals,)
+    out = sp.S.EmptySet
+    for interval in parts:
+        if isinstance(interval, sp.FiniteSet):
+            out += sp.FiniteSet(*(f.subs(_T, p) for p in interval if p in domain))
+            continue
+        if not isinstance(interval, sp.Interval):
+            raise NotImplementedError(f"no range of {f} on {interval}")
+        vals, limits = sp.S.EmptySet, sp.S.EmptySet
+        for is_open, point, direction in ((interval.left_open, interval.inf, "+"),
+                                          (interval.right_open, interval.sup, "-")):
+            if is_open:
+                limits += sp.FiniteSet(sp.limit(f, _T, point, direction))
+                vals += limits
+            else:
+                vals += sp.FiniteSet(f.subs(_T, point))
+        critical = sp.solveset(f.diff(_T), _T, interval)
+        if critical is not sp.S.EmptySet and not isinstance(critical, sp.FiniteSet):  # ImageSet, ...
+            raise NotImplementedError(f"critical points of {f} not found as a finite set")
+        for point in critical:
+            vals += sp.FiniteSet(f.subs(_T, point))
+        left_open = limits is not sp.S.EmptySet and limits.inf == vals.inf
+        right_open = limits is not sp.S.EmptySet and limits.sup == vals.sup
+        out += sp.Interval(vals.inf, vals.sup, left_open, right_open)
+    return out
 
 
 def _sample(expr: sp.Expr, t: np.ndarray) -> np.ndarray:
@@ -117,7 +188,7 @@ def flux_facts(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> FluxFacts:
         with time_limit(seconds):
             sups, infs = [], []
             for where, r in _ratio_branches(phi):
-                hi, lo = _extremum(maximum, r), _extremum(minimum, r)
+                lo, hi = _extrema(r)
                 if not _check_sampled(r, lo, hi):
                     return FluxFacts("unknown", None, None,
                                      f"sympy's extrema of Phi(s)/s on {where} disagree with a numeric sample")
@@ -157,7 +228,7 @@ def lipschitz(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> Optional[sp.Ex
             vals = []
             for s_of_t in (_T, -_T):
                 dt = d.xreplace({S: s_of_t})
-                hi, lo = _extremum(maximum, dt), _extremum(minimum, dt)
+                lo, hi = _extrema(dt)
                 if not _check_sampled(dt, lo, hi):
                     return None
                 vals += [hi, -lo]
@@ -234,7 +305,25 @@ def _symbolic_bound(arch: Architecture) -> str:
     if p is None:
         return "2/(L*||D||^2)"
     per_h = p * st.h ** (2 * st.order)  # the bound for h = 1
-    return str(sp.simplify(2 / (L * len(arch.stencils) * per_h / h ** (2 * st.order))))
+    if len(arch.stencils) == 2 and arch.stencils[1].stencil.h != st.h:
+        return _symbolic_bound_2d(arch)
+    bound = 2 / (L * len(arch.stencils) * per_h / h ** (2 * st.order))
+    # a rational per_h is already in canonical form; simplify (~0.3 s on first use) only radicals
+    return str(bound if per_h.is_Rational else sp.simplify(bound))
+
+
+def _symbolic_bound_2d(arch: Architecture) -> str:
+    """``2 / (L (p_x/hx^2 + p_y/hy^2))`` for a 2D gradient with cells hx x hy (MATH.md 2: the
+    squared norm of the stacked gradient is at most the sum of the per-axis symbol bounds)."""
+    L = sp.Symbol("L", positive=True)
+    total = sp.Integer(0)
+    for ir, name in zip(arch.stencils, ("hx", "hy")):
+        st = ir.stencil
+        p = st.symbol_sq_max()
+        if p is None:
+            return "2/(L*||D||^2)"
+        total += p * st.h ** (2 * st.order) / sp.Symbol(name, positive=True) ** (2 * st.order)
+    return str(2 / (L * total))
 
 
 def analyse(model: Model, arch: Architecture) -> StabilityReport:
@@ -298,7 +387,7 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
         return report(True, "stable", "Phi = 0: every step is the identity", None, "proof", True)
     tau_max = sp.nsimplify(2 / (facts.L * nb)) if (2 / (facts.L * nb)).is_Float else 2 / (facts.L * nb)
     hyps.append({"name": "tau <= 2/(L ||D||^2)", "holds": None, "detail": f"tau = {tau}, bound = {tau_max}"})
-    if model.order == 1 and arch.stencils[0].stencil.size == 2:
+    if model.order == 1 and model.ndim == 1 and arch.stencils[0].stencil.size == 2:  # MATH.md 1 is 1D
         extra["max_min_principle"] = bool(_le(tau, arch.stencils[0].stencil.h ** 2 / (2 * facts.L)))
     ok = _le(tau, tau_max)
     hyps[-1]["holds"] = ok
@@ -316,3 +405,8 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
 
 
 _RULES: dict[type, Callable[[Model, Architecture], StabilityReport]] = {Explicit: _explicit}
+
+# FED, FSI, implicit and multigrid (MATH.md 3-7) live in their own module; it imports from here.
+from .scheme_stability import RULES as _SCHEME_RULES  # noqa: E402
+
+_RULES.update(_SCHEME_RULES)

@@ -124,6 +124,18 @@ class Stencil:
 
 @functools.lru_cache(maxsize=256)
 def _poly_max(weights: tuple[sp.Expr, ...]) -> Optional[sp.Expr]:
+    """The exact maximum, or None when it cannot be found within the symbolic time limit (long
+    stencils with irrational critical points can take sympy minutes)."""
+    from .stability import SYMBOLIC_SECONDS, SymbolicTimeout, time_limit  # stability imports us
+
+    try:
+        with time_limit(SYMBOLIC_SECONDS):
+            return _poly_max_exact(weights)
+    except SymbolicTimeout:
+        return None
+
+
+def _poly_max_exact(weights: tuple[sp.Expr, ...]) -> Optional[sp.Expr]:
     x = sp.Symbol("x", real=True)
     k = len(weights)
     p = sp.expand(sum(weights[a] * weights[b] * sp.chebyshevt(abs(a - b), x)
@@ -153,6 +165,8 @@ def _eval_at_root(poly: sp.Poly, r: sp.Expr) -> sp.Expr:
                     break
         except Exception:  # noqa: BLE001 - radicals are a nicety; CRootOf is exact already
             pass
+    if isinstance(r, sp.CRootOf):  # no radicals: simplify cannot help, and takes seconds
+        return poly.as_expr().subs(poly.gens[0], r)
     return sp.simplify(poly.as_expr().subs(poly.gens[0], r))
 
 

@@ -59,3 +59,39 @@ def explicit_dense(u0: np.ndarray, d: np.ndarray, phi, tau: float, steps: int) -
     for _ in range(steps):
         u = u - tau * (phi(u @ d.T) @ d)
     return u
+
+
+def dense_axis_2d(weights, offset: int, n: int, boundary: str, h: float = 1.0) -> np.ndarray:
+    """The n x n matrix of a first-order difference along one image axis, one row per node.
+
+    neumann: the rows of :func:`dense_difference` (complete stencils only) placed at nodes
+    offset .. offset + n - K, and zero rows where the stencil would leave the grid (zero flux
+    across the far edge for the forward difference); periodic / dirichlet as in 1D.
+    """
+    d = dense_difference(weights, offset, n, boundary, h, 1)
+    if boundary != "neumann":
+        return d
+    full = np.zeros((n, n))
+    full[offset:offset + d.shape[0]] = d
+    return full
+
+
+def dense_gradient_2d(weights, offset: int, shape, boundary: str, hx: float = 1.0, hy: float = 1.0):
+    """(Gx, Gy) acting on images of shape (H, W) flattened row-major (x is the last axis):
+    Gx = I_H kron Dx, Gy = Dy kron I_W."""
+    H, W = shape
+    dx = dense_axis_2d(weights, offset, W, boundary, hx)
+    dy = dense_axis_2d(weights, offset, H, boundary, hy)
+    return np.kron(np.eye(H), dx), np.kron(dy, np.eye(W))
+
+
+def explicit_dense_2d(u0: np.ndarray, gx: np.ndarray, gy: np.ndarray, g, tau: float, steps: int):
+    """``steps`` isotropic explicit steps ``u <- u - tau (Gx^T (g Gx u) + Gy^T (g Gy u))`` with the
+    diffusivity ``g(|grad u|^2)`` per node; u0 has shape (B, H, W)."""
+    shape = u0.shape
+    u = np.array(u0, dtype=float).reshape(shape[0], -1)
+    for _ in range(steps):
+        vx, vy = u @ gx.T, u @ gy.T
+        w = g(vx ** 2 + vy ** 2)
+        u = u - tau * ((w * vx) @ gx + (w * vy) @ gy)
+    return u.reshape(shape)

@@ -1,0 +1,413 @@
+"""CPU benchmark: one explicit Perona-Malik step, pde2net against hand-written code, side by side.
+
+    python benchmarks/bench_cpu.py                   # 1D 64 x 4096 and 2D 4 x 512 x 512, f32 + f64
+    python benchmarks/bench_cpu.py --quick           # fewer repetitions (a smoke run)
+    python benchmarks/bench_cpu.py --write           # also update the table in benchmarks/RESULTS.md
+
+One process, one table.  Every row computes the same scheme (examples/perona_malik.pde and
+examples/perona_malik_2d.pde: zero-flux forward differences, Phi(s) = s / (1 + s^2/lambda^2)) and is
+first checked against a float64 NumPy reference written here (column "max err").  Rows are timed
+in alternation (row 1, row 2, ..., row 1, ...) so that a change in machine load hits all of them;
+each row runs its own number of steps per sample (about 50 ms), and the table reports the median
+time per grid-point-step with min-max over the samples and the ratio of medians to the fastest row.
+
+Optional rows (skipped with a note when the package is not importable; keep them out of the
+project's environment, e.g. ``python -m venv /tmp/bench-venv && pip install py-pde devito``):
+py-pde (numba backend, float64, one signal at a time: its grid holds one field) and Devito
+(generated C with OpenMP).  Their compile times are reported separately.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import pde2net  # noqa: E402
+
+SAMPLE_SECONDS = 0.05
+
+
+# --------------------------------------------------------------------------- the scheme
+def spec_numbers(prog) -> tuple[float, float]:
+    """(lambda, tau) of the example, read from the compiled program (not re-typed here)."""
+    lam = float(next(iter(prog.arch.flux.params.values())))
+    return lam, float(prog.arch.scheme.tau)
+
+
+def reference_1d(u0: np.ndarray, lam: float, tau: float, steps: int) -> np.ndarray:
+    """float64: u <- u + tau (f_i - f_(i-1)), f = Phi(u_(i+1) - u_i) on interior flux points only."""
+    u = u0.astype(np.float64).copy()
+    for _ in range(steps):
+        d = u[:, 1:] - u[:, :-1]
+        f = d / (1.0 + d * d / lam ** 2)
+        u[:, :-1] += tau * f
+        u[:, 1:] -= tau * f
+    return u
+
+
+def reference_2d(u0: np.ndarray, lam: float, tau: float, steps: int) -> np.ndarray:
+    """float64 isotropic step: forward differences (zero across the far edge), g(|grad u|^2) grad u
+    at each node, u <- u - tau (Dx^T fx + Dy^T fy)."""
+    u = u0.astype(np.float64).copy()
+    for _ in range(steps):
+        dx = np.zeros_like(u)
+        dy = np.zeros_like(u)
+        dx[..., :, :-1] = u[..., :, 1:] - u[..., :, :-1]
+        dy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
+        g = 1.0 / (1.0 + (dx * dx + dy * dy) / lam ** 2)
+        fx, fy = g * dx, g * dy
+        div = fx.copy()
+        div[..., :, 1:] -= fx[..., :, :-1]
+        div += fy
+        div[..., 1:, :] -= fy[..., :-1, :]
+        u = u + tau * div
+    return u
+
+
+# ------------------------------------------------------------------------ hand-written rows
+def numpy_inplace_1d(u0: np.ndarray, lam: float, tau: float) -> Callable[[int], np.ndarray]:
+    """NumPy, preallocated buffers, every operation in place."""
+    u = u0.copy()
+    d = np.empty_like(u[:, 1:])
+    f = np.empty_like(d)
+    c = u.dtype.type(1.0 / lam ** 2)
+    t = u.dtype.type(tau)
+
+    def run(steps: int) -> np.ndarray:
+        u[...] = u0
+        for _ in range(steps):
+            np.subtract(u[:, 1:], u[:, :-1], out=d)
+            np.multiply(d, d, out=f)
+            np.multiply(f, c, out=f)
+            np.add(f, 1, out=f)
+            np.divide(d, f, out=f)
+            np.multiply(f, t, out=f)
+            u[:, :-1] += f
+            u[:, 1:] -= f
+        return u
+    return run
+
+
+def numpy_inplace_2d(u0: np.ndarray, lam: float, tau: float) -> Callable[[int], np.ndarray]:
+    u = u0.copy()
+    dx, dy, g = np.zeros_like(u), np.zeros_like(u), np.empty_like(u)
+    c = u.dtype.type(1.0 / lam ** 2)
+    t = u.dtype.type(tau)
+
+    def run(steps: int) -> np.ndarray:
+        u[...] = u0
+        for _ in range(steps):
+            np.subtract(u[..., :, 1:], u[..., :, :-1], out=dx[..., :, :-1])
+            np.subtract(u[..., 1:, :], u[..., :-1, :], out=dy[..., :-1, :])
+            np.multiply(dx, dx, out=g)
+            g[...] += dy * dy
+            np.multiply(g, c, out=g)
+            np.add(g, 1, out=g)
+            np.divide(t, g, out=g)
+            np.multiply(dx, g, out=dx)
+            np.multiply(dy, g, out=dy)
+            u[...] += dx
+            u[..., :, 1:] -= dx[..., :, :-1]
+            u[...] += dy
+            u[..., 1:, :] -= dy[..., :-1, :]
+        return u
+    return run
+
+
+def torch_step_1d(lam: float, tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The step as one would write it by hand with shifts and F.pad."""
+    c = 1.0 / lam ** 2
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        d = u[..., 1:] - u[..., :-1]
+        f = F.pad(d / (1 + c * d * d), (1, 1))
+        return u + tau * (f[..., 1:] - f[..., :-1])
+    return step
+
+
+def torch_step_2d(lam: float, tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    c = 1.0 / lam ** 2
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        dx = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1))
+        dy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+        g = 1 / (1 + c * (dx * dx + dy * dy))
+        fx = F.pad(g * dx, (1, 0))
+        fy = F.pad(g * dy, (0, 0, 1, 0))
+        return u + tau * (fx[..., :, 1:] - fx[..., :, :-1] + fy[..., 1:, :] - fy[..., :-1, :])
+    return step
+
+
+def repeat(step: Callable, u0):
+    def run(steps: int):
+        u = u0
+        for _ in range(steps):
+            u = step(u)
+        return u
+    return run
+
+
+# ----------------------------------------------------------------------- optional: py-pde
+def pypde_row_1d(u0: np.ndarray, lam: float, tau: float):
+    """py-pde, numba backend, one signal of the batch (its grid holds one field).  The operator
+    ``d_dx_backward(d_dx_forward(u) / (1 + d_dx_forward(u)**2 / lambda**2))`` with these boundary
+    operators reproduces the zero-flux scheme exactly; the default Neumann handling does not."""
+    import pde
+
+    n = u0.shape[-1]
+    grid = pde.CartesianGrid([[0, n]], n)
+    rhs = f"d_dx_backward(d_dx_forward(u) / (1 + d_dx_forward(u)**2 / {lam!r}**2))"
+    eq = pde.PDE({"u": rhs}, bc="neumann",
+                 bc_ops={"u:d_dx_backward": {"x-": {"virtual_point": 0}, "x+": "neumann"}})
+    state = pde.ScalarField(grid, u0[0].astype(np.float64))
+    solver_cls = getattr(pde, "EulerSolver", None) or pde.ExplicitSolver
+    solver = solver_cls(eq, backend="numba", adaptive=False)
+    t0 = time.perf_counter()
+    stepper = solver.make_stepper(state, dt=tau)
+    stepper(state.copy(), 0.0, tau)  # numba compiles on the first call
+    compile_s = time.perf_counter() - t0
+
+    def run(steps: int) -> np.ndarray:
+        s = state.copy()
+        stepper(s, 0.0, (steps - 0.5) * tau)  # steps of dt = tau (t_end inside the last step)
+        return s.data[None, :]
+    return run, compile_s
+
+
+# ----------------------------------------------------------------------- optional: Devito
+def devito_row_1d(u0: np.ndarray, lam: float, tau: float):
+    """Devito: the flux inlined in the update; the zero-flux boundary as a mask on the flux points
+    (m_i = 1 for i < n - 1), so there is one equation and one loop nest."""
+    from devito import Eq, Function, Grid, Operator, TimeFunction
+
+    b, n = u0.shape
+    dtype = u0.dtype.type
+    grid = Grid(shape=(b, n), extent=(b - 1, n - 1), dtype=dtype)
+    _, x = grid.dimensions
+    u = TimeFunction(name="u", grid=grid, space_order=1, time_order=1)
+    m = Function(name="m", dimensions=(x,), shape=(n,), space_order=1, dtype=dtype)
+    m.data[:] = 1
+    m.data[-1] = 0
+    t = grid.stepping_dim
+
+    def phi(d):
+        return d / (1 + d * d * (1.0 / lam ** 2))
+
+    fwd = m[x] * phi(u[t, grid.dimensions[0], x + 1] - u)
+    bwd = m[x - 1] * phi(u - u[t, grid.dimensions[0], x - 1])
+    op = Operator([Eq(u.forward, u + tau * (fwd - bwd))])
+    t0 = time.perf_counter()
+    op.cfunction  # JIT-compiles the C code
+    compile_s = time.perf_counter() - t0
+
+    def run(steps: int) -> np.ndarray:
+        u.data[0] = u0
+        op.apply(time_m=0, time_M=steps - 1)
+        return np.array(u.data[steps % 2])
+    return run, compile_s
+
+
+# ------------------------------------------------------------------------------ the runs
+class Row:
+    def __init__(self, name: str, run: Callable[[int], object], points: int, note: str = "") -> None:
+        self.name, self.run, self.points, self.note = name, run, points, note
+        self.steps = 5
+        self.samples: list[float] = []
+        self.err: Optional[float] = None
+
+
+def to_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def check(rows: list[Row], reference: Callable[[int], np.ndarray], steps: int = 20) -> None:
+    """Max abs difference to the float64 reference after ``steps`` steps."""
+    ref = reference(steps)
+    for r in rows:
+        out = to_numpy(r.run(steps)).astype(np.float64)
+        r.err = float(np.max(np.abs(out - ref[: out.shape[0]])))
+
+
+def calibrate(rows: list[Row]) -> None:
+    for r in rows:
+        r.run(2)  # warm-up (and compilation for compiled rows)
+        t0 = time.perf_counter()
+        r.run(r.steps)
+        per_step = (time.perf_counter() - t0) / r.steps
+        r.steps = int(min(400, max(3, SAMPLE_SECONDS / max(per_step, 1e-9))))
+
+
+def measure(rows: list[Row], reps: int) -> None:
+    with torch.no_grad():
+        for _ in range(reps):
+            for r in rows:
+                t0 = time.perf_counter()
+                r.run(r.steps)
+                r.samples.append((time.perf_counter() - t0) / (r.steps * r.points) * 1e9)
+
+
+def table(rows: list[Row]) -> list[str]:
+    best = min(statistics.median(r.samples) for r in rows)
+    out = ["| row | ns / point-step (median) | min - max | x fastest | steps/sample | max err | note |",
+           "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        med = statistics.median(r.samples)
+        out.append(f"| {r.name} | {med:.3f} | {min(r.samples):.3f} - {max(r.samples):.3f} | "
+                   f"{med / best:.2f} | {r.steps} | {r.err:.1e} | {r.note} |")
+    return out
+
+
+def pde2net_rows(prog, u0: torch.Tensor) -> list[Row]:
+    points = u0.numel()
+    rows = []
+    for name, kw in (("pde2net fused, compiled", dict(compile=True)), ("pde2net fused, eager", {}),
+                     ("pde2net conv (literal), eager", dict(backend="conv"))):
+        net = prog.module(steps=1, **kw)
+        rows.append(Row(name, lambda k, net=net: net(u0, steps=k), points))
+    return rows
+
+
+def config_1d(dtype: torch.dtype, batch: int, n: int, optional: bool) -> tuple[list[Row], Callable, list[str]]:
+    prog = pde2net.load(ROOT / "examples" / "perona_malik.pde")
+    lam, tau = spec_numbers(prog)
+    rng = np.random.default_rng(0)
+    x0 = np.cumsum(rng.standard_normal((batch, n)), axis=-1) * 0.05
+    u0 = torch.tensor(x0, dtype=dtype)
+    rows = pde2net_rows(prog, u0)
+    step = torch_step_1d(lam, tau)
+    rows += [Row("torch shifts (hand-written), compiled", repeat(torch.compile(step), u0), u0.numel()),
+             Row("torch shifts (hand-written), eager", repeat(step, u0), u0.numel()),
+             Row("NumPy in place (hand-written)", numpy_inplace_1d(u0.numpy(), lam, tau), u0.numel())]
+    notes = []
+    if optional:
+        notes += optional_rows(rows, x0.astype(u0.numpy().dtype), lam, tau, dtype)
+    return rows, lambda k: reference_1d(x0, lam, tau, k), notes
+
+
+def optional_rows(rows: list[Row], x0: np.ndarray, lam: float, tau: float, dtype) -> list[str]:
+    notes = []
+    try:
+        run, secs = devito_row_1d(x0, lam, tau)
+        rows.append(Row(f"Devito (C, OpenMP {os.environ.get('OMP_NUM_THREADS', '?')} threads)", run,
+                        x0.size))
+        notes.append(f"Devito compile (JIT of the generated C): {secs:.2f} s")
+    except ImportError:
+        notes.append("Devito: not installed (row skipped)")
+    if dtype == torch.float64:
+        try:
+            run, secs = pypde_row_1d(x0, lam, tau)
+            rows.append(Row("py-pde (numba), one signal", run, x0.shape[-1], "batch of 1"))
+            notes.append(f"py-pde numba compile (first step): {secs:.1f} s")
+        except ImportError:
+            notes.append("py-pde: not installed (row skipped)")
+    return notes
+
+
+def config_2d(dtype: torch.dtype, batch: int, n: int) -> tuple[list[Row], Callable, list[str]]:
+    prog = pde2net.load(ROOT / "examples" / "perona_malik_2d.pde")
+    lam, tau = spec_numbers(prog)
+    rng = np.random.default_rng(0)
+    x0 = np.cumsum(np.cumsum(rng.standard_normal((batch, n, n)), axis=-1), axis=-2) * 0.002
+    u0 = torch.tensor(x0, dtype=dtype)
+    rows = pde2net_rows(prog, u0)
+    step = torch_step_2d(lam, tau)
+    rows += [Row("torch shifts (hand-written), compiled", repeat(torch.compile(step), u0), u0.numel()),
+             Row("torch shifts (hand-written), eager", repeat(step, u0), u0.numel()),
+             Row("NumPy in place (hand-written)", numpy_inplace_2d(u0.numpy(), lam, tau), u0.numel())]
+    return rows, lambda k: reference_2d(x0, lam, tau, k), []
+
+
+def has_2d() -> bool:
+    try:
+        pde2net.load(ROOT / "examples" / "perona_malik_2d.pde").module(steps=1)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the 2D operator may not exist yet
+        print(f"(2D skipped: {type(exc).__name__}: {exc})")
+        return False
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, NumPy {np.__version__}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=9)
+    p.add_argument("--quick", action="store_true", help="3 repetitions, 1D float32 only")
+    p.add_argument("--no-optional", action="store_true", help="skip py-pde and Devito")
+    p.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("DEVITO_LANGUAGE", "openmp")
+    os.environ.setdefault("DEVITO_LOGGING", "WARNING")
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
+    torch.set_num_threads(args.threads)
+    reps = 3 if args.quick else args.reps
+    configs = [("1D", torch.float32), ("1D", torch.float64), ("2D", torch.float32), ("2D", torch.float64)]
+    if args.quick:
+        configs = configs[:1]
+    if not has_2d():
+        configs = [c for c in configs if c[0] == "1D"]
+    lines = [f"machine: {machine()}", f"torch threads: {torch.get_num_threads()}, "
+             f"load average before: {os.getloadavg()[0]:.2f}"]
+    for dim, dtype in configs:
+        t0 = time.perf_counter()
+        if dim == "1D":
+            rows, ref, notes = config_1d(dtype, 64, 4096, not args.no_optional)
+            shape = "64 x 4096"
+        else:
+            rows, ref, notes = config_2d(dtype, 4, 512)
+            shape = "4 x 512 x 512"
+        with torch.no_grad():
+            check(rows, ref)
+            calibrate(rows)
+        load0 = os.getloadavg()[0]
+        measure(rows, reps)
+        lines += ["", f"### {dim} {shape}, {str(dtype).replace('torch.', '')}, {reps} samples per row "
+                  f"(load {load0:.2f} -> {os.getloadavg()[0]:.2f}; setup {time.perf_counter() - t0:.0f} s)",
+                  ""] + table(rows) + ([""] + [f"- {n}" for n in notes] if notes else [])
+        print("\n".join(lines[-(len(rows) + 4 + (len(notes) + 1 if notes else 0)):]), flush=True)
+    text = "\n".join(lines)
+    print("\n" + text)
+    if args.write:
+        write_results(text, f"bench_cpu threads={args.threads}")
+    return 0
+
+
+def write_results(text: str, key: str) -> None:
+    """Replaces the block between ``<!-- KEY:begin -->`` and ``<!-- KEY:end -->`` in RESULTS.md
+    (appended when absent)."""
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    if begin not in old:
+        old = f"{old.rstrip()}\n\n{begin}\n{end}\n"
+    head, _, rest = old.partition(begin)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

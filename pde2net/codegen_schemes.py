@@ -1,0 +1,290 @@
+"""Standalone source for FED, FSI, implicit and multigrid networks (1D).
+
+Same habits as :mod:`pde2net.codegen`: built only from IR data (validated identifiers, numbers
+printed with ``repr(float)``), imports only torch, and computes what the live fused module
+computes in the same order: ``W1`` is D as shifted slices, ``Dt(v, w)`` the transposed
+correlation with a weight tuple ``w = scale * W1`` (formed exactly and rounded once, one tuple per
+layer in a table), and the scheme's loop reads like :mod:`pde2net.schemes`.  The multigrid U-net
+reuses the NumPy/torch-agnostic functions of :mod:`pde2net.multigrid` verbatim (our own code, not
+text from the .pde file) with a small torch adapter.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+from . import exprs
+from . import multigrid as mg
+from .analyse import python_name
+from .lower import FED, FSI, Architecture, Implicit, Multigrid, StencilIR
+from .stability import StabilityReport
+
+_NAMES = {"torch", "math", "flux", "diffusivity", "s", "u", "v", "n", "x", "self", "pad_last", "W1",
+          "Dt", "inner", "TorchOps", "mg", "F", "nn"}
+
+
+def _floats(values) -> str:
+    return "(" + ", ".join(repr(float(v)) for v in values) + ("," if len(values) == 1 else "") + ")"
+
+
+def _weights(ir: StencilIR, scale) -> tuple[float, ...]:
+    """``scale * W1`` formed exactly (sympy) and rounded once, as layers.StencilPair.w2."""
+    return tuple(float(scale * w) for w in ir.stencil.scaled)
+
+
+def _square_weights(ir: StencilIR, scale) -> tuple[float, ...]:
+    """``scale * W1^2`` (elementwise), the weights of diag(D^T G D), as layers.frozen_diagonal."""
+    return tuple(float(scale * w * w) for w in ir.stencil.scaled)
+
+
+def _stencil_functions(ir: StencilIR) -> str:
+    """``W1(u)`` (D) and ``Dt(v, w)`` (the transposed correlation with weights w) as functions."""
+    from .codegen import _pad_call, _slices
+
+    k = ir.stencil.size
+    d_pad, a_pad = _pad_call("u", ir.padding), _pad_call("v", ir.adjoint_padding)
+    starts = tuple(k - 1 - j for j in range(k))
+    d_body = [f"u = {d_pad}" if d_pad else None, f"n = u.shape[-1] - {k - 1}",
+              f"return {_slices('u', ir.weights, tuple(range(k)))}"]
+    a_body = [f"v = {a_pad}" if a_pad else None, f"n = v.shape[-1] - {k - 1}", "acc = None",
+              f"for c, s in zip(w, {starts!r}):",
+              "    if c == 0.0:", "        continue", "    t = v[..., s:s + n]",
+              "    if acc is None:", "        acc = t if c == 1.0 else -t if c == -1.0 else c * t",
+              "    else:", "        acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t",
+              "return acc"]
+    return (
+        "def W1(u: torch.Tensor) -> torch.Tensor:\n"
+        f'    """Convolution D: weights {list(ir.weights)}, offset {ir.stencil.offset}, '
+        f'{ir.boundary} boundary."""\n'
+        + "".join(f"    {line}\n" for line in d_body if line)
+        + "\n\ndef Dt(v: torch.Tensor, w: tuple) -> torch.Tensor:\n"
+        '    """Transposed convolution with weights w = scale * W1: scale * D^T v."""\n'
+        + "".join(f"    {line}\n" for line in a_body if line)
+        + "\n\ndef inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:\n"
+        '    """Per-row inner product, shape (B, 1)."""\n'
+        "    return (a * b).sum(dim=-1, keepdim=True)\n"
+    )
+
+
+def _scheme_body(arch: Architecture) -> tuple[str, str, str]:
+    """(class attributes, the block method, a one-line description) for the scheme."""
+    sch, ir = arch.scheme, arch.stencils[0]
+    if isinstance(sch, FED):
+        rows = "".join(f"        {_floats(_weights(ir, -t))},  # tau_{i} = {float(t)!r}\n"
+                       for i, t in zip(sch.order, sch.taus))
+        attrs = (f"    tau_max = {float(sch.tau_max)!r}\n"
+                 f"    # W2 = -tau_i W1 per block, FED step sizes in Leja order\n"
+                 f"    W2S = (\n{rows}    )\n")
+        if sch.update == "cycle":
+            block = ('        """One FED cycle, diffusivity frozen: u <- u - tau_i D^T (G * D u)."""\n'
+                     "        G = diffusivity(W1(u))\n"
+                     "        for w in self.W2S:\n"
+                     "            u = u + Dt(G * W1(u), w)\n"
+                     "        return u\n")
+        else:
+            block = ('        """One FED cycle, diffusivity per step: u <- u - tau_i D^T Phi(D u)."""\n'
+                     "        for w in self.W2S:\n"
+                     "            u = u + Dt(flux(W1(u)), w)\n"
+                     "        return u\n")
+        return attrs, block, "FED ResNet"
+    if isinstance(sch, FSI):
+        ab = "".join(f"        ({float(a)!r}, {float(1 - a)!r}),  # a_{k} = {a}\n"
+                     for k, a in enumerate(sch.alphas))
+        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_floats(_weights(ir, -sch.tau))}  # -tau W1\n"
+                 f"    # (a_k, 1 - a_k), a_k = (4k + 2) / (2k + 3)\n    AB = (\n{ab}    )\n")
+        step = ("cur + Dt(G * W1(cur), self.W2)" if sch.update == "cycle"
+                else "cur + Dt(flux(W1(cur)), self.W2)")
+        block = ('        """One FSI cycle: u^(k+1) = a_k (u^k - tau A u^k) + (1 - a_k) u^(k-1), u^(-1) = u^0."""\n'
+                 + ("        G = diffusivity(W1(u))\n" if sch.update == "cycle" else "")
+                 + "        prev = cur = u\n"
+                 "        for a, b in self.AB:\n"
+                 f"            step = {step}\n"
+                 "            prev, cur = cur, a * step + b * prev\n"
+                 "        return cur\n")
+        return attrs, block, "FSI ResNet with a skip from two blocks back"
+    if isinstance(sch, Implicit):
+        return _implicit_body(arch, sch, ir)
+    if isinstance(sch, Multigrid):
+        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
+                 f"    levels, pre, post, cycles, omega = {sch.levels}, {sch.pre}, {sch.post}, "
+                 f"{sch.cycles}, {float(sch.omega)!r}\n"
+                 f"    periodic, width = {ir.boundary == 'periodic'}, {ir.stencil.size - 1}\n")
+        block = ('        """One implicit step: V-cycles for (I + tau D^T Phi(D .)) x = u from x = u."""\n'
+                 "        levels = self.hierarchy(u.shape[-1], u)\n"
+                 "        x = u\n"
+                 "        for _ in range(self.cycles):\n"
+                 "            x = vcycle(levels, 0, x, u, self.pre, self.post, self.omega, self.periodic, TorchOps)\n"
+                 "        return x\n\n"
+                 "    def apply_fine(self, x: torch.Tensor) -> torch.Tensor:\n"
+                 '        """A x = x + tau D^T Phi(D x) (linear Phi)."""\n'
+                 "        return x + Dt(flux(W1(x)), self.W2)\n\n"
+                 "    def hierarchy(self, n: int, like: torch.Tensor) -> list:\n"
+                 '        """Banded Galerkin operators for n points, built in float64 once per size."""\n'
+                 "        key = (n, like.device, like.dtype)\n"
+                 "        if key not in self._cache:\n"
+                 "            ref = torch.zeros(1, n, dtype=torch.float64, device=like.device)\n"
+                 "            levels = build_hierarchy(self.apply_fine, n, self.width, self.periodic, self.levels,\n"
+                 "                                     TorchOps, ref)\n"
+                 "            for lv in levels:\n"
+                 "                for k in ('bands', 'diag', 'inverse'):\n"
+                 "                    if k in lv:\n"
+                 "                        lv[k] = lv[k].to(like.dtype)\n"
+                 "            self._cache[key] = levels\n"
+                 "        return self._cache[key]\n")
+        return attrs, block, "U-net of V-cycles"
+    raise NotImplementedError(f"no source emitter for {type(sch).__name__}")
+
+
+def _implicit_body(arch: Architecture, sch: Implicit, ir: StencilIR) -> tuple[str, str, str]:
+    attrs = f"    tau = {float(sch.tau)!r}\n    iterations = {sch.iterations}\n"
+    if sch.solver == "cg":
+        attrs += f"    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
+        block = ('        """CG for (I + tau D^T G(u) D) x = u from x = 0 (lagged diffusivity)."""\n'
+                 "        G, tiny = diffusivity(W1(u)), torch.finfo(u.dtype).tiny\n"
+                 "        x, r = torch.zeros_like(u), u\n"
+                 "        p, rr = r, inner(r, r)\n"
+                 "        for _ in range(self.iterations):\n"
+                 "            ap = p + Dt(G * W1(p), self.W2)\n"
+                 "            alpha = rr / inner(p, ap).clamp_min(tiny)\n"
+                 "            x = x + alpha * p\n"
+                 "            r = r - alpha * ap\n"
+                 "            rr_new = inner(r, r)\n"
+                 "            p = r + (rr_new / rr.clamp_min(tiny)) * p\n"
+                 "            rr = rr_new\n"
+                 "        return x\n")
+        return attrs, block, "recurrent CG network"
+    if sch.solver == "jacobi":
+        attrs += (f"    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
+                  f"    W2SQ = {_floats(_square_weights(ir, sch.tau))}  # tau W1^2: diag(tau D^T G D)\n"
+                  f"    omega = {float(sch.omega)!r}\n")
+        block = ('        """Damped Jacobi x <- x + omega (u - A x) / diag(A) from x = 0, A = I + tau D^T G D."""\n'
+                 "        du = W1(u)\n"
+                 "        G = diffusivity(du)\n"
+                 "        G = G if isinstance(G, torch.Tensor) else torch.full_like(du, float(G))\n"
+                 "        diag = 1 + Dt(G, self.W2SQ)\n"
+                 "        x = torch.zeros_like(u)\n"
+                 "        for _ in range(self.iterations):\n"
+                 "            x = x + self.omega * (u - x - Dt(G * W1(x), self.W2)) / diag\n"
+                 "        return x\n")
+        return attrs, block, "recurrent damped-Jacobi network"
+    attrs += f"    W2 = {_floats(_weights(ir, -sch.tau))}  # -tau W1\n"
+    block = ('        """Fixed point v <- u - tau D^T Phi(D v) from v = u (input skip every iteration)."""\n'
+             "        v = u\n"
+             "        for _ in range(self.iterations):\n"
+             "            v = u + Dt(flux(W1(v)), self.W2)\n"
+             "        return v\n")
+    return attrs, block, "recurrent fixed-point network"
+
+
+def _torch_ops_source() -> str:
+    """The ``TorchOps`` adapter class, read from pde2net/schemes.py without importing torch."""
+    path = Path(__file__).with_name("schemes.py")
+    text = path.read_text(encoding="utf-8")
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef) and node.name == "TorchOps":
+            return ast.get_source_segment(text, node) + "\n"
+    raise RuntimeError("TorchOps not found in schemes.py")
+
+
+_MG_FUNCTIONS = (mg.transfer_kind, mg.pad_ends, mg.restrict, mg.prolong, mg.band_apply, mg.probe_bands,
+                 mg.coarse_width, mg.max_levels, mg.build_hierarchy, mg.vcycle)
+
+
+def _multigrid_source() -> str:
+    return "\n\n".join([_torch_ops_source()] + [inspect.getsource(f) for f in _MG_FUNCTIONS])
+
+
+def emit_scheme_source(arch: Architecture, report: Optional[StabilityReport] = None) -> str:
+    """The standalone module text for a FED, FSI, implicit or multigrid network (1D)."""
+    from .codegen import _PAD_HELPER, docstring
+
+    if len(arch.dims) != 1:
+        raise NotImplementedError(f"no 2D source emitter for {type(arch.scheme).__name__} yet")
+    taken = set(_NAMES) | {arch.class_name}
+    pnames: dict[str, str] = {}
+    for name in arch.flux.params:
+        pnames[name] = python_name(name, taken)
+        taken.add(pnames[name])
+    env = {"s": "s", **pnames}
+    phi = exprs.to_source(arch.flux.op, env, "torch", frozenset(pnames))
+    g = exprs.to_source(arch.flux.ratio_op, env, "torch", frozenset(pnames))
+    ir = arch.stencils[0]
+    circular = "circular" in (ir.padding[2], ir.adjoint_padding[2])
+    params = "".join(f"{pnames[n]} = {v!r}  # param {n}\n" for n, v in arch.flux.params.items())
+    doc = docstring(arch, report).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    doc = textwrap.indent(doc, "    ").lstrip()
+    attrs, block, what = _scheme_body(arch)
+    sch = arch.scheme
+    mg_src = _multigrid_source() if isinstance(sch, Multigrid) else ""
+    cache = "        self._cache = {}\n" if isinstance(sch, Multigrid) else ""
+    return f'''"""{arch.class_name}: a PyTorch network generated by pde2net ({what}). Imports only torch.
+
+dt(u) = {arch.equation_text}
+"""
+import torch
+
+{params}
+
+def flux(s: torch.Tensor) -> torch.Tensor:
+    """Activation Phi(s) = {arch.flux.text}"""
+    return {phi}
+
+
+def diffusivity(s: torch.Tensor) -> torch.Tensor:
+    """g = Phi(s)/s (finite at s = 0), frozen by the cycle / lagged by the implicit step."""
+    return {g}
+{_PAD_HELPER if circular else ""}
+
+{_stencil_functions(ir)}
+{mg_src}
+
+class {arch.class_name}(torch.nn.Module):
+    """{doc}
+    """
+
+{attrs}
+    def __init__(self, steps: int = {sch.steps}) -> None:
+        super().__init__()
+        self.steps = steps
+{cache}
+    def block(self, u: torch.Tensor) -> torch.Tensor:
+{block}
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """Input (N,), (B, N) or (B, 1, N), any float dtype/device; output the same shape."""
+        rows = u.reshape(-1, u.shape[-1])
+        for _ in range(self.steps):
+            rows = self.block(rows)
+        return rows.reshape(u.shape)
+'''
+
+
+def describe_scheme(arch: Architecture) -> str:
+    """One line: the architecture a FED, FSI, implicit or multigrid scheme becomes."""
+    sch = arch.scheme
+    if isinstance(sch, FED):
+        frozen = "diffusivity frozen per cycle" if sch.update == "cycle" else "diffusivity per step"
+        return (f"FED ResNet: {sch.cycles} cycle(s) of {sch.cycle_length} blocks u <- u - tau_i D^T "
+                f"(G * D u), tau_i = tau_max / (2 cos^2(pi (2i+1)/(4n+2))) in Leja order, tau_max = "
+                f"{float(sch.tau_max):.6g}, {frozen}")
+    if isinstance(sch, FSI):
+        frozen = "diffusivity frozen per cycle" if sch.update == "cycle" else "diffusivity per step"
+        return (f"FSI ResNet: {sch.cycles} cycle(s) of {sch.cycle_length} blocks u^(k+1) = a_k (u^k - "
+                f"tau D^T Phi(D u^k)) + (1 - a_k) u^(k-1) (skip from two blocks back), a_k = "
+                f"(4k+2)/(2k+3), tau = {float(sch.tau):.6g}, {frozen}")
+    if isinstance(sch, Implicit):
+        what = {"cg": "CG for (I + tau D^T G(u^k) D) x = u^k from x = 0",
+                "jacobi": f"damped Jacobi (omega = {float(sch.omega):.4g}) for (I + tau D^T G(u^k) D) "
+                          f"x = u^k from x = 0",
+                "fixed_point": "fixed point v <- u^k - tau D^T Phi(D v) from v = u^k"}[sch.solver]
+        return (f"recurrent network: {sch.steps} implicit step(s), each {sch.iterations} iterations of "
+                f"{what} (input u^k fed to every iteration), tau = {float(sch.tau):.6g}")
+    if isinstance(sch, Multigrid):
+        lv = "as many levels as the grid allows" if sch.levels == 0 else f"{sch.levels} levels"
+        return (f"U-net: {sch.steps} implicit step(s) (I + tau c D^T D) u^(k+1) = u^k, each "
+                f"{sch.cycles} V({sch.pre},{sch.post})-cycle(s), {lv}: damped Jacobi smoothing, strided "
+                f"restriction, transposed-conv prolongation P = 2R^T, Galerkin coarse operators RAP, "
+                f"tau = {float(sch.tau):.6g}")
+    return type(sch).__name__

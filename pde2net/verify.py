@@ -1,0 +1,677 @@
+"""Stage 9: :class:`~pde2net.program.Program` -> :class:`VerificationReport`: every claim checked.
+
+The stability report is a claim; ``pde2net verify`` checks it numerically, in float64, for the
+spec's grid size N:
+
+1. the symbolic report itself (as ``check``);
+2. the actual operator norm ``||D||_2^2`` of this N (dense SVD, or Lanczos on large grids), which
+   must not exceed the symbol bound the report used (MATH.md 2);
+3. a stress battery through the emitted network -- random inputs, steps, ramps, alternating
+   signs, spikes and the top singular vector of D, each at amplitudes from 1e-6 to 1e3 of the flux
+   argument (growth at the edge of the bound appears only at small amplitude, MATH.md 1) -- and an
+   adversarial search maximising ``||u_K|| / ||u_0||`` by gradient ascent through the network;
+4. agreement of the network with an independent dense-matrix implementation of the scheme
+   (D assembled entry by entry, the scheme iterated with NumPy: no code shared with the network
+   except the flux's op tree, which is evaluated with NumPy);
+5. for a spec not judged stable, the most growing input found (a counterexample) or an honest
+   "none found within the budget".
+
+The result is *consistent* (exit status 0) unless a "stable" verdict meets growth beyond
+round-off, the operator norm exceeds the bound used, or the reference disagrees (exit status 1).
+
+Schemes plug in through :data:`REFERENCES`, a registry keyed by the scheme IR type
+(:func:`register_reference`): each entry iterates the scheme densely and says how much round-off
+its layers may add (:func:`growth_tolerance`).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import exprs, lower
+from .errors import PdeError
+from .lower import Architecture, FluxIR, StencilIR
+
+DEFAULT_SEED = 0
+DEFAULT_BUDGET = 2.0  # seconds of adversarial search
+DEFAULT_SIZE = 256
+DENSE_LIMIT = 2048  # grids up to this many points use dense matrices and a full SVD
+MAX_VERIFY_POINTS = 1 << 16
+GROWTH_FLOOR = 1e-10  # relative growth below this is round-off for any scheme we build
+REFERENCE_RTOL = 1e-9
+AMPLITUDES = tuple(10.0 ** (k / 3) for k in range(-18, 10))  # max |D u_0| from 1e-6 to 1e3
+ADVERSARIAL_MEMORY = 256 * 2 ** 20  # bytes of autograd tape the gradient ascent may keep
+EPS = float(np.finfo(np.float64).eps)
+
+
+# ------------------------------------------------------------------------ dense operators
+class SparseRows:
+    """A matrix as coordinate lists, applied to a batch of rows: ``x @ A.T`` without a dense A.
+
+    Used above :data:`DENSE_LIMIT` points; assembled entry by entry like the dense matrix."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int]):
+        self.rows, self.cols, self.vals, self.shape = rows, cols, vals, shape
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``x @ A.T`` for x of shape (B, n)."""
+        out = np.zeros((x.shape[0], self.shape[0]))
+        np.add.at(out.T, self.rows, (x[:, self.cols] * self.vals).T)
+        return out
+
+    def apply_t(self, y: np.ndarray) -> np.ndarray:
+        """``y @ A`` for y of shape (B, m)."""
+        out = np.zeros((y.shape[0], self.shape[1]))
+        np.add.at(out.T, self.cols, (y[:, self.rows] * self.vals).T)
+        return out
+
+    def dense(self) -> np.ndarray:
+        a = np.zeros(self.shape)
+        np.add.at(a, (self.rows, self.cols), self.vals)
+        return a
+
+
+def stencil_entries(ir: StencilIR, n: int) -> SparseRows:
+    """D on n points from the definition ``(D u)_i = h^-m sum_j w_j u_(i + j - o)`` and the boundary
+    rule (complete rows for neumann, wrap-around for periodic, zeros outside for dirichlet)."""
+    st = ir.stencil
+    w = np.array([float(x) for x in st.scaled])
+    k = w.size
+    if ir.boundary == "neumann":
+        m = n - k + 1
+        i = np.repeat(np.arange(m), k)
+        j = np.tile(np.arange(k), m)
+        return SparseRows(i, i + j, np.tile(w, m), (m, n))
+    i = np.repeat(np.arange(n), k)
+    j = np.tile(np.arange(k), n)
+    col = i + j - st.offset
+    vals = np.tile(w, n)
+    if ir.boundary == "periodic":
+        col = col % n
+    else:
+        keep = (col >= 0) & (col < n)
+        i, col, vals = i[keep], col[keep], vals[keep]
+    return SparseRows(i, col, vals, (n, n))
+
+
+@dataclass
+class DenseOperator:
+    """``A(u) = D^T Phi(D u)`` with D an explicit matrix: the reference every scheme is built on.
+
+    Acts on batches of flattened grids, shape (B, n).  In 1D ``Phi`` is the scalar flux; in 2D
+    ``D u`` stacks the x and y differences ``[vx; vy]`` node by node and the activation is the
+    isotropic vector flux ``g(vx^2 + vy^2) (vx, vy)``.  The flux's op trees are evaluated with
+    NumPy (the symbolic flux, not the network's torch code)."""
+
+    matrix: Any  # np.ndarray (m x n) or SparseRows
+    flux: FluxIR
+    grid: tuple[int, ...]
+    order: int = 1
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.grid))
+
+    def D(self, u: np.ndarray) -> np.ndarray:
+        return u @ self.matrix.T if isinstance(self.matrix, np.ndarray) else self.matrix.apply(u)
+
+    def Dt(self, v: np.ndarray) -> np.ndarray:
+        return v @ self.matrix if isinstance(self.matrix, np.ndarray) else self.matrix.apply_t(v)
+
+    def activation(self, v: np.ndarray) -> np.ndarray:
+        """Phi(v) for v = D u: elementwise in 1D, the vector flux in 2D."""
+        return v * self.g_of(v)
+
+    def g_of(self, v: np.ndarray) -> np.ndarray:
+        """The diffusivity at each entry of v = D u: ``Phi(s)/s`` (1D), ``g(|v|^2)`` (2D)."""
+        if len(self.grid) == 1:
+            return self._eval(self.flux.ratio_op, {"s": v})
+        half = v.shape[-1] // 2
+        vx, vy = v[..., :half], v[..., half:]
+        g = self._eval(self.flux.radial_op, {"s2": vx * vx + vy * vy})
+        return np.concatenate([g, g], axis=-1)
+
+    def phi(self, s: np.ndarray) -> np.ndarray:
+        """The scalar flux Phi(s) (its op tree, evaluated directly)."""
+        return self._eval(self.flux.op, {"s": s})
+
+    def _eval(self, op: exprs.Op, env: dict) -> np.ndarray:
+        shape = next(iter(env.values())).shape
+        with np.errstate(all="ignore"):
+            out = exprs.evaluate(op, {**env, **self.flux.params}, exprs.LIBS["numpy"]())
+        return np.broadcast_to(np.asarray(out, dtype=np.float64), shape)
+
+    def explicit_step(self, u: np.ndarray, tau: float) -> np.ndarray:
+        """``u - tau D^T Phi(D u)``."""
+        with np.errstate(all="ignore"):
+            v = self.D(u)
+            flux = self.phi(v) if len(self.grid) == 1 else self.activation(v)
+            return u - tau * self.Dt(flux)
+
+    def diffusivity(self, u: np.ndarray) -> np.ndarray:
+        """``G = g(D u)``, shaped like D u, for schemes that freeze it."""
+        with np.errstate(all="ignore"):
+            return self.g_of(self.D(u))
+
+    def frozen_apply(self, u: np.ndarray, G: np.ndarray) -> np.ndarray:
+        """``D^T (G * D u)``: the linear operator with the diffusivity G frozen."""
+        with np.errstate(all="ignore"):
+            return self.Dt(G * self.D(u))
+
+    def abs_norm_sq(self) -> float:
+        """An upper bound on ``|| |D| ||_2^2`` (``||.||_1 ||.||_inf``): the scale of round-off."""
+        if isinstance(self.matrix, np.ndarray):
+            a = np.abs(self.matrix)
+            return float(a.sum(axis=0).max() * a.sum(axis=1).max())
+        a = np.abs(self.matrix.vals)
+        cols = np.bincount(self.matrix.cols, a, minlength=self.matrix.shape[1]).max()
+        rows = np.bincount(self.matrix.rows, a, minlength=self.matrix.shape[0]).max()
+        return float(cols * rows)
+
+
+def dense_operator(arch: Architecture, grid: tuple[int, ...]) -> DenseOperator:
+    """D for this grid as a matrix: the stencil's matrix (1D), or the stacked per-axis differences
+    ``[I (x) Dx; Dy (x) I]`` acting on row-major flattened images (2D, x the last axis), where a
+    neumann difference gets zero rows at the nodes its stencil would leave the grid from."""
+    if len(arch.stencils) == 1:
+        ir = arch.stencils[0]
+        n = grid[-1]
+        mat = ir.stencil.matrix(n, ir.boundary) if n <= DENSE_LIMIT else stencil_entries(ir, n)
+        return DenseOperator(mat, arch.flux, grid, arch.order)
+    rows, cols, vals, at = [], [], [], 0
+    for ir in arch.stencils:
+        axis = len(grid) + ir.axis  # -1 -> x (the last axis), -2 -> y
+        d1 = stencil_entries(ir, grid[axis])
+        shift = ir.stencil.offset if ir.boundary == "neumann" else 0
+        idx = np.arange(int(np.prod(grid))).reshape(grid)
+        # node p = (y, x): row p of the axis block is d1's row (p's axis index - shift)
+        for r, c, v in zip(d1.rows, d1.cols, d1.vals):
+            src = np.take(idx, r + shift, axis=axis).ravel()
+            dst = np.take(idx, c, axis=axis).ravel()
+            rows.append(at + src)
+            cols.append(dst)
+            vals.append(np.full(src.size, v))
+        at += int(np.prod(grid))
+    sparse = SparseRows(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
+                        (at, int(np.prod(grid))))
+    mat = sparse.dense() if sparse.shape[1] <= DENSE_LIMIT else sparse
+    return DenseOperator(mat, arch.flux, grid, arch.order)
+
+
+def top_singular(op: DenseOperator, rng: np.random.Generator, iterations: int = 300
+                 ) -> tuple[float, np.ndarray, str]:
+    """``(sigma_max^2, v, method)``: the largest eigenvalue of ``D^T D`` and its eigenvector.
+
+    Dense SVD up to :data:`DENSE_LIMIT` points (exact to round-off); above, Lanczos with full
+    reorthogonalisation, whose Ritz value is a lower estimate of the true value."""
+    if isinstance(op.matrix, np.ndarray):
+        _, s, vt = np.linalg.svd(op.matrix, full_matrices=False)
+        return float(s[0] ** 2) if s.size else 0.0, vt[0], "dense SVD"
+    n = op.n
+    k = min(iterations, n)
+    q = np.zeros((k + 1, n))
+    alpha, beta = np.zeros(k), np.zeros(k)
+    v = rng.standard_normal(n)
+    q[0] = v / np.linalg.norm(v)
+    steps = k
+    for j in range(k):
+        w = op.Dt(op.D(q[j][None]))[0]
+        alpha[j] = w @ q[j]
+        w -= q[:j + 1].T @ (q[:j + 1] @ w)
+        w -= q[:j + 1].T @ (q[:j + 1] @ w)  # twice is enough (Kahan)
+        beta[j] = np.linalg.norm(w)
+        if beta[j] < 1e-12 * max(abs(alpha[j]), 1.0):
+            steps = j + 1
+            break
+        q[j + 1] = w / beta[j]
+    t = np.diag(alpha[:steps]) + np.diag(beta[:steps - 1], 1) + np.diag(beta[:steps - 1], -1)
+    evals, evecs = np.linalg.eigh(t)
+    vec = q[:steps].T @ evecs[:, -1]
+    return float(evals[-1]), vec / np.linalg.norm(vec), f"Lanczos ({steps} iterations, lower estimate)"
+
+
+# ------------------------------------------------------------------ scheme reference registry
+@dataclass(frozen=True)
+class SchemeReference:
+    """How to verify one scheme: iterate it densely, and the round-off its network may add.
+
+    ``run(arch, op, u0)`` returns the state after the whole network for a batch ``u0`` (B, n);
+    ``work(arch, op, L)`` is the sum over the network's layers of each layer's amplification of
+    round-off (``1 + tau_i L || |D| ||^2`` for an explicit step), see :func:`growth_tolerance`."""
+
+    run: Callable[[Architecture, DenseOperator, np.ndarray], np.ndarray]
+    work: Callable[[Architecture, DenseOperator, float], float]
+
+
+REFERENCES: dict[type, SchemeReference] = {}
+
+
+def register_reference(ir_type: type, work: Callable[[Architecture, DenseOperator, float], float]):
+    """Decorator: ``@register_reference(lower.Explicit, work=...)`` over ``run(arch, op, u0)``."""
+    def deco(run):
+        REFERENCES[ir_type] = SchemeReference(run, work)
+        return run
+    return deco
+
+
+def _explicit_work(arch: Architecture, op: DenseOperator, L: float) -> float:
+    return arch.scheme.steps * (1.0 + float(arch.scheme.tau) * L * op.abs_norm_sq())
+
+
+@register_reference(lower.Explicit, work=_explicit_work)
+def explicit_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
+    """``steps`` times ``u <- u - tau D^T Phi(D u)`` (MATH.md 1)."""
+    tau = float(arch.scheme.tau)
+    u = np.array(u0, dtype=np.float64)
+    for _ in range(arch.scheme.steps):
+        u = op.explicit_step(u, tau)
+    return u
+
+
+def growth_tolerance(work: float) -> float:
+    """The relative growth ``||u_K|| / ||u_0|| - 1`` that round-off alone can explain.
+
+    In exact arithmetic a stable scheme never grows.  In float64 each layer ``u - tau D^T Phi(D u)``
+    commits an error of at most a few ulps of every term it adds up: ``c eps (1 + tau L || |D| ||^2)
+    ||u||`` with c the number of terms (at most a few tens for our stencils, 64 is generous).  These
+    errors add up over the layers, so K layers can show a relative growth of at most
+    ``64 eps work`` with ``work = sum_k (1 + tau_k L || |D| ||^2)`` (:class:`SchemeReference`); for
+    100 Perona-Malik steps that is ~3e-12.  Anything below :data:`GROWTH_FLOOR` = 1e-10 is round-off
+    for every network we build; above the larger of the two, growth is real.
+    """
+    return max(GROWTH_FLOOR, 64.0 * EPS * work)
+
+
+# --------------------------------------------------------------------------------- report
+@dataclass
+class VerificationReport:
+    """What ``pde2net verify`` found: each check's numbers and the consistency verdict."""
+
+    name: str
+    scheme: str
+    grid: tuple[int, ...]
+    seed: int
+    budget: float
+    verdict: str
+    stable: bool
+    symbolic: dict[str, Any]
+    norm: dict[str, Any]
+    battery: list[dict[str, Any]]
+    adversarial: dict[str, Any]
+    reference: dict[str, Any]
+    growth: float
+    tolerance: float
+    counterexample_growth: Optional[float]
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    counterexample: Optional[np.ndarray] = None  # the growing input (not in to_dict)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_status(self) -> int:
+        """0 consistent, 1 a verification failure (CLI exit statuses)."""
+        return 0 if self.consistent else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("counterexample")
+        d["grid"] = list(self.grid)
+        d["consistent"] = self.consistent
+        d["growth_found"] = self.counterexample_growth is not None
+        return _jsonable(d)
+
+
+def _jsonable(x: Any) -> Any:
+    """Floats that JSON can carry (inf and nan become strings)."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else str(float(x))
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+# ------------------------------------------------------------------------------ the battery
+def battery_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generator
+                   ) -> list[tuple[str, float, np.ndarray]]:
+    """(family, amplitude, u0) for every shape at every amplitude of :data:`AMPLITUDES`.
+
+    Each shape is scaled so that ``max |D u_0|`` (the largest flux argument) equals the
+    amplitude: flux nonlinearities live on that scale, and small amplitudes are where a step
+    just above the bound shows its growth (MATH.md 1)."""
+    grid = op.grid
+    n = op.n
+    idx = np.indices(grid).reshape(len(grid), -1).astype(np.float64)
+    x = idx[-1]
+    shapes: dict[str, np.ndarray] = {
+        "random": rng.standard_normal(n),
+        "random-2": rng.standard_normal(n),
+        "step": (x >= grid[-1] // 2).astype(np.float64) - 0.5,
+        "ramp": ((x - x.mean()) / max(grid[-1], 1)) ** _ramp_power(op),
+        "alternating": (-1.0) ** idx.sum(axis=0),
+        "spike": (np.arange(n) == n // 2).astype(np.float64),
+        "top singular vector": top,
+    }
+    if len(grid) == 2:
+        y = idx[0]
+        shapes["step-y"] = (y >= grid[0] // 2).astype(np.float64) - 0.5
+        shapes["ramp-xy"] = (x - x.mean()) + (y - y.mean())
+    out = []
+    for fam, u in shapes.items():
+        scale = float(np.max(np.abs(op.D(u[None])))) if u.any() else 0.0
+        if not math.isfinite(scale) or scale == 0.0:
+            continue
+        for a in AMPLITUDES:
+            out.append((fam, a, u * (a / scale)))
+    return out
+
+
+def _ramp_power(op: DenseOperator) -> int:
+    """A ramp of the equation's order (x^m has a constant m-th difference)."""
+    return 1 if len(op.grid) == 2 else op.order
+
+
+def _growth(u0: np.ndarray, uk: np.ndarray) -> np.ndarray:
+    n0 = np.linalg.norm(u0.reshape(u0.shape[0], -1), axis=1)
+    with np.errstate(all="ignore"):
+        nk = np.linalg.norm(uk.reshape(uk.shape[0], -1), axis=1)
+        g = nk / n0
+    return np.where(np.isfinite(g), g, np.inf)
+
+
+def _network_rows(net, rows: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        x = torch.as_tensor(rows.reshape((rows.shape[0],) + tuple(grid)), dtype=torch.float64)
+        out = net(x)
+    return out.detach().numpy().reshape(rows.shape[0], -1)
+
+
+def run_battery(net, op: DenseOperator, top: np.ndarray, rng: np.random.Generator,
+                chunk: int = 64) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+    """Runs every battery input through the network: per-family worst growth, all growths, inputs."""
+    cases = battery_inputs(op, top, rng)
+    u0 = np.stack([c[2] for c in cases])
+    grow = np.concatenate([_growth(u0[i:i + chunk], _network_rows(net, u0[i:i + chunk], op.grid))
+                           for i in range(0, len(cases), chunk)])
+    families: dict[str, dict[str, Any]] = {}
+    for (fam, amp, _), g in zip(cases, grow):
+        best = families.get(fam)
+        if best is None or g > best["growth"]:
+            families[fam] = {"family": fam, "growth": float(g), "amplitude": amp, "inputs": 0}
+    for fam, _, _ in cases:
+        families[fam]["inputs"] += 1
+    return list(families.values()), grow, u0
+
+
+# ---------------------------------------------------------------------- adversarial search
+def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: float, seed: int,
+                       depth: int) -> dict[str, Any]:
+    """Maximises ``log ||u_K|| - log ||u_0||`` by gradient ascent through the network itself.
+
+    Each start is parameterised as ``u_0 = exp(a) x / ||x||`` so that both the direction x and the
+    amplitude a are searched (Adam, all starts as one batch).  Runs until ``budget`` seconds are
+    spent; returns the best growth, its input and how many iterations ran."""
+    import torch
+
+    t_end = time.perf_counter() + budget
+    per_row = 8 * starts.shape[1] * max(depth, 1) * 8  # bytes of autograd tape for one input
+    rows = int(min(starts.shape[0], max(ADVERSARIAL_MEMORY // per_row, 0)))
+    if rows == 0 or budget <= 0:
+        why = "no budget" if budget <= 0 else "the network is too deep for gradient ascent in memory"
+        return {"growth": None, "iterations": 0, "starts": 0, "seconds": 0.0, "skipped": why,
+                "input": None}
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.as_tensor(starts[:rows], dtype=torch.float64)
+    norms = s.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    n = s.shape[1]
+    x = (s / norms * math.sqrt(n)).clone().requires_grad_(True)
+    loga = norms.log().clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [x], "lr": 0.05}, {"params": [loga], "lr": 0.1}])
+    best_g, best_u, its = -math.inf, None, 0
+    t0 = time.perf_counter()
+    while True:
+        u0 = loga.exp() * x / x.norm(dim=1, keepdim=True)
+        uk = net(u0.reshape((rows,) + tuple(grid))).reshape(rows, -1)
+        logg = uk.norm(dim=1).log() - loga.squeeze(1)
+        with torch.no_grad():
+            g = logg.exp()
+            g = torch.where(torch.isfinite(g), g, torch.full_like(g, math.inf))
+            i = int(torch.argmax(g))
+            if float(g[i]) > best_g:
+                best_g, best_u = float(g[i]), u0[i].detach().numpy().copy()
+        its += 1
+        if time.perf_counter() >= t_end or not math.isfinite(best_g):
+            break
+        opt.zero_grad()
+        finite = torch.isfinite(logg)
+        loss = -(logg[finite].sum()) if bool(finite.any()) else None
+        if loss is None:
+            break
+        loss.backward()
+        with torch.no_grad():
+            for p in (x, loga):
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        opt.step()
+        with torch.no_grad():  # restart directions that collapsed or overflowed
+            bad = ~torch.isfinite(x).all(dim=1) | ~torch.isfinite(loga).squeeze(1)
+            if bool(bad.any()):
+                x[bad] = torch.randn(int(bad.sum()), n, generator=gen, dtype=torch.float64)
+                loga[bad] = 0.0
+            loga.clamp_(math.log(1e-8), math.log(1e4))
+    return {"growth": best_g, "iterations": its, "starts": rows,
+            "seconds": time.perf_counter() - t0, "skipped": None, "input": best_u}
+
+
+# -------------------------------------------------------------------------- the reference
+def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.ndarray
+                      ) -> dict[str, Any]:
+    """Largest relative difference between the network and the dense reference on ``inputs``.
+
+    The difference is measured against ``max(||u_0||, ||u_K||)`` of each input; inputs whose
+    reference overflows are skipped (there is nothing left to compare)."""
+    ref = REFERENCES.get(type(arch.scheme))
+    if ref is None:
+        return {"available": False, "ok": False, "max_rel_diff": None, "tolerance": None,
+                "compared": 0, "detail": f"no dense reference for the {type(arch.scheme).__name__} "
+                                         f"scheme (register one in pde2net.verify.REFERENCES)"}
+    want = ref.run(arch, op, inputs)
+    got = _network_rows(net, inputs, op.grid)
+    ok_rows = np.isfinite(want).all(axis=1)
+    worst, compared = 0.0, int(ok_rows.sum())
+    for w, g, u in zip(want[ok_rows], got[ok_rows], inputs[ok_rows]):
+        scale = max(np.linalg.norm(u), np.linalg.norm(w), 1e-300)
+        diff = np.linalg.norm(g - w) / scale
+        worst = max(worst, float(diff) if math.isfinite(diff) else math.inf)
+    return {"available": True, "ok": worst <= REFERENCE_RTOL, "max_rel_diff": worst,
+            "tolerance": REFERENCE_RTOL, "compared": compared,
+            "detail": "dense NumPy float64" + ("" if compared == len(inputs)
+                                               else f"; {len(inputs) - compared} overflowed, skipped")}
+
+
+def _reference_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A piecewise constant noisy signal, a random input, and a small top singular vector."""
+    n = op.n
+    edges = np.sort(rng.choice(np.arange(1, n), size=min(8, n - 1), replace=False))
+    levels = rng.uniform(-1.0, 1.0, size=edges.size + 1)
+    piecewise = np.repeat(levels, np.diff(np.concatenate([[0], edges, [n]])))
+    rows = [piecewise + 0.05 * rng.standard_normal(n), rng.standard_normal(n), 1e-3 * top]
+    return np.stack(rows)
+
+
+# ------------------------------------------------------------------------------ the driver
+def verify_grid(prog, size: Optional[int] = None) -> tuple[int, ...]:
+    """The grid verify uses: ``size`` (all axes), else the spec's ``size``, else 256 per axis."""
+    arch = prog.arch
+    ndim = len(arch.dims)
+    if size is not None:
+        grid = (size,) * ndim
+    elif arch.size:
+        grid = tuple(reversed(arch.size)) if ndim == 2 else tuple(arch.size)  # (NY, NX)
+    else:
+        grid = (DEFAULT_SIZE if ndim == 1 else 64,) * ndim
+    need = lower.min_points(arch)
+    where = "size" if size is None else None
+    if min(grid) < need:
+        raise _grid_error(prog, f"verify needs at least {need} points per axis for this stencil, "
+                                f"got {min(grid)}", where, f"size N >= {need}")
+    if math.prod(grid) > MAX_VERIFY_POINTS:
+        raise _grid_error(prog, f"a grid of {math.prod(grid)} points is too large to verify",
+                          where, f"at most {MAX_VERIFY_POINTS} points (use --size)")
+    return grid
+
+
+def _grid_error(prog, message: str, where: Optional[str], expected: str) -> PdeError:
+    if where is not None and where in prog.model.positions:
+        return prog.model.error(message, where, expected)
+    return PdeError(message, None, prog.model.source, expected)
+
+
+def verify(prog, size: Optional[int] = None, seed: int = DEFAULT_SEED,
+           budget: float = DEFAULT_BUDGET) -> VerificationReport:
+    """Runs checks 1-5 on a compiled program and returns the report (see the module docstring)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batched tensors: threads only add contention
+    try:
+        return _verify(prog, size, seed, budget)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _verify(prog, size: Optional[int], seed: int, budget: float) -> VerificationReport:
+    import torch
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    grid = verify_grid(prog, size)
+    report = prog.stability                                       # 1. the claim
+    arch = prog.arch
+    op = dense_operator(arch, grid)
+    sigma2, top, method = top_singular(op, rng)                   # 2. ||D||^2 for this N
+    norm = {"actual": sigma2, "bound": report.norm_D_sq, "method": method, "ok": True}
+    failures, notes = [], []
+    if report.norm_D_sq is not None and sigma2 > report.norm_D_sq * (1 + 1e-12) + 1e-300:
+        norm["ok"] = False
+        failures.append(f"||D||^2 = {sigma2:.17g} for N = {_grid_text(grid)} exceeds the bound "
+                        f"{report.norm_D_sq:.17g} that the report used")
+    net = prog.module(dtype=torch.float64)
+    families, grow, u0s = run_battery(net, op, top, rng)          # 3. stress battery
+    ref = REFERENCES.get(type(arch.scheme))
+    L = report.L if report.L is not None else 1.0
+    work = ref.work(arch, op, L) if ref is not None else 1.0
+    tol = growth_tolerance(work)
+    order = np.argsort(-grow)
+    starts = np.concatenate([u0s[order[:8]], _random_starts(rng, op, 8)])
+    adv = adversarial_search(net, starts, grid, budget, seed, _depth(arch))
+    adv_input = adv.pop("input")
+    comparison = compare_reference(net, arch, op, _reference_inputs(op, top, rng))  # 4.
+    if not comparison["ok"]:
+        failures.append("the network disagrees with the dense reference: " + (
+            f"relative difference {comparison['max_rel_diff']:.3g} > {REFERENCE_RTOL:g}"
+            if comparison["available"] else comparison["detail"]))
+    i_best = int(order[0])
+    best_g, best_u = float(grow[i_best]), u0s[i_best]
+    if adv["growth"] is not None and adv["growth"] > best_g:
+        best_g, best_u = adv["growth"], adv_input
+    grows = best_g > 1.0 + tol                                    # 5. counterexample
+    if report.verdict == "stable" and grows:
+        failures.append(f"BUG: the verdict is 'stable' but an input grows by a factor {best_g:.17g} "
+                        f"(> 1 + {tol:.2g}, beyond round-off): the stability analysis is wrong for "
+                        f"this spec; please report it with the counterexample (--counterexample)")
+    if report.verdict != "stable" and not grows:
+        notes.append(f"no growing input found within the budget ({budget:g} s); that proves nothing")
+    return VerificationReport(
+        name=prog.name, scheme=prog.model.scheme, grid=grid, seed=seed, budget=budget,
+        verdict=report.verdict, stable=report.stable, symbolic=report.to_dict(), norm=norm,
+        battery=families, adversarial=adv, reference=comparison, growth=best_g, tolerance=tol,
+        counterexample_growth=best_g if grows else None, failures=failures, notes=notes,
+        seconds=time.perf_counter() - t0, counterexample=best_u.reshape(grid) if grows else None,
+    )
+
+
+def _random_starts(rng: np.random.Generator, op: DenseOperator, count: int) -> np.ndarray:
+    u = rng.standard_normal((count, op.n))
+    amps = np.geomspace(1e-4, 10.0, count)
+    return u / np.linalg.norm(u, axis=1, keepdims=True) * amps[:, None]
+
+
+def _depth(arch: Architecture) -> int:
+    """Layers the autograd tape holds per input (time steps times inner iterations)."""
+    sch = arch.scheme
+    steps = getattr(sch, "steps", None) or 1
+    cycles = (getattr(sch, "cycles", None) or 1) * (getattr(sch, "cycle_length", None) or 1)
+    inner = getattr(sch, "iterations", None) or 1
+    return int(max(steps, cycles) * inner)
+
+
+def _grid_text(grid: tuple[int, ...]) -> str:
+    return " x ".join(str(g) for g in reversed(grid)) if len(grid) == 2 else str(grid[0])
+
+
+# ---------------------------------------------------------------------------------- text
+def verify_text(r: VerificationReport) -> str:
+    """The human-readable verification report."""
+    sym = r.symbolic
+    tau_max = "none" if sym.get("tau_max") is None else f"{sym['tau_max']:.10g}"
+    bound = "none" if r.norm["bound"] is None else f"{r.norm['bound']:.10g}"
+    lines = [
+        f"verify {r.name} ({r.scheme}, N = {_grid_text(r.grid)}, float64, seed {r.seed})",
+        f"  1. claim        verdict {r.verdict.upper()}: tau = {sym.get('tau'):.10g}, tau_max = {tau_max}"
+        f" ({sym.get('guarantee')})",
+        f"  2. ||D||^2      {r.norm['actual']:.10g} for this N ({r.norm['method']}) <= bound {bound}: "
+        + ("ok" if r.norm["ok"] else "VIOLATED"),
+        f"  3. battery      {sum(f['inputs'] for f in r.battery)} inputs, max |D u0| from "
+        f"{AMPLITUDES[0]:.0e} to {AMPLITUDES[-1]:.0e}; worst growth ||u_K||/||u_0|| by family:",
+    ]
+    for f in r.battery:
+        lines.append(f"       {f['family']:<20} {_g(f['growth'])}  (at max |D u0| = {f['amplitude']:.2g})")
+    a = r.adversarial
+    if a.get("skipped"):
+        lines.append(f"     adversarial    skipped: {a['skipped']}")
+    else:
+        lines.append(f"     adversarial    gradient ascent, {a['starts']} starts, {a['iterations']} "
+                     f"iterations in {a['seconds']:.2f} s: best growth {_g(a['growth'])}")
+    ref = r.reference
+    if ref["available"]:
+        lines.append(f"  4. reference    {ref['detail']}: max relative difference {ref['max_rel_diff']:.3g} "
+                     f"(tolerance {ref['tolerance']:g}) on {ref['compared']} inputs: "
+                     + ("ok" if ref["ok"] else "DISAGREES"))
+    else:
+        lines.append(f"  4. reference    UNAVAILABLE: {ref['detail']}")
+    lines.append(f"  growth beyond round-off means ||u_K||/||u_0|| > 1 + {r.tolerance:.2g}")
+    if r.counterexample_growth is not None:
+        lines.append(f"  5. counterexample  an input grows by {_g(r.counterexample_growth)}"
+                     + (" (save it with --counterexample out.npy)" if r.verdict != "stable" else ""))
+    else:
+        lines.append("  5. counterexample  none found within the budget"
+                     + (" (as the proof says)" if r.verdict == "stable" else ""))
+    lines += [f"  note: {n}" for n in r.notes]
+    lines.append("")
+    if r.consistent:
+        lines.append(f"result: CONSISTENT ({r.seconds:.1f} s)")
+    else:
+        lines.append(f"result: VERIFICATION FAILED ({r.seconds:.1f} s)")
+        lines += [f"  !!! {f}" for f in r.failures]
+    return "\n".join(lines)
+
+
+def _g(x: Optional[float]) -> str:
+    if x is None:
+        return "none"
+    return f"{x:.12g}" if math.isfinite(x) else "inf (overflow)"

@@ -1,0 +1,205 @@
+"""The fast paths compute the same network, and `check` starts without torch.
+
+- the compiled step (``module(compile=True)``) against eager and the dense float64 reference;
+- fused against conv in float32 (round-off), W2 rounded once from the exact product;
+- ``u - (tau D^T) v`` is bit for bit ``u + (-tau D^T) v`` (what the emitted source computes);
+- the cheaper range computation in stability equals sympy's ``minimum``/``maximum``;
+- ``pde2net check`` imports neither torch nor networkx (its start-up time, benchmarks/bench_compile.py).
+"""
+import ast
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from sympy.calculus.util import maximum, minimum
+
+import pde2net
+from pde2net import analyse, stability
+from reference import binomial_weights, dense_difference, explicit_dense, perona_malik
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+PM_SPEC = """pde pm
+param lambda = 0.7
+field u(x)
+diffusivity g(s2) = 1 / (1 + s2 / lambda^2)
+equation dt(u) = dx( g(dx(u)^2) * dx(u) )
+grid h = {h}
+boundary {boundary}
+scheme explicit(tau = {tau}, steps = {steps})
+"""
+
+
+def pm_program(boundary: str = "neumann", h: str = "1", tau: str = "0.2", steps: int = 3):
+    return pde2net.compile_text(PM_SPEC.format(boundary=boundary, h=h, tau=tau, steps=steps))
+
+
+def test_compiled_step_matches_eager_and_dense_reference():
+    """compile=True compiles one step (one graph for all steps) and computes the same network."""
+    from torch._dynamo.utils import counters
+
+    prog = pm_program("neumann", tau="0.2", steps=3)
+    u0 = np.random.default_rng(0).standard_normal((3, 40))
+    before = counters["stats"]["unique_graphs"]
+    net = prog.module(compile=True)
+    got = net(torch.tensor(u0)).numpy()
+    assert counters["stats"]["unique_graphs"] - before == 1  # the step, reused three times
+    assert type(net).__name__ == "Pm" and isinstance(net, torch.nn.Module)  # not a wrapper
+    eager = prog.module()(torch.tensor(u0)).numpy()
+    want = explicit_dense(u0, dense_difference(binomial_weights(1), 0, 40, "neumann"),
+                          perona_malik(0.7), 0.2, 3)
+    assert np.max(np.abs(got - eager)) <= 1e-13
+    assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fused", "conv"])
+@pytest.mark.parametrize("boundary", ["neumann", "periodic", "dirichlet"])
+def test_compiled_backends_match_dense_reference(backend, boundary):
+    u0 = np.random.default_rng(1).standard_normal((2, 33))
+    net = pm_program(boundary, steps=4).module(backend=backend, compile=True)
+    got = net(torch.tensor(u0)).numpy()
+    want = explicit_dense(u0, dense_difference(binomial_weights(1), 0, 33, boundary), perona_malik(0.7), 0.2, 4)
+    assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+
+
+@pytest.mark.slow
+def test_compiled_graph_does_not_grow_with_steps():
+    """Compiling the step, not forward: the traced graph has the same size for 2 and 9 steps."""
+    from torch._dynamo.utils import counters
+
+    sizes = []
+    for steps in (2, 9):
+        before = counters["stats"]["calls_captured"]
+        net = pm_program(steps=steps).module(compile=True)
+        net(torch.randn(2, 50, dtype=torch.float64))
+        sizes.append(counters["stats"]["calls_captured"] - before)
+    assert sizes[0] == sizes[1] > 0
+
+
+@pytest.mark.parametrize("boundary", ["neumann", "periodic", "dirichlet"])
+def test_fused_and_conv_agree_in_float32(boundary):
+    """Both lowerings against the float64 reference, within float32 round-off of 20 steps."""
+    u0 = np.random.default_rng(2).standard_normal((4, 64))
+    prog = pm_program(boundary, steps=20)
+    want = explicit_dense(u0, dense_difference(binomial_weights(1), 0, 64, boundary), perona_malik(0.7), 0.2, 20)
+    outs = [prog.module(backend=b)(torch.tensor(u0, dtype=torch.float32)).double().numpy()
+            for b in ("fused", "conv")]
+    scale = np.max(np.abs(want))
+    for got in outs:
+        assert np.max(np.abs(got - want)) <= 20 * 8 * np.finfo(np.float32).eps * scale
+    assert np.max(np.abs(outs[0] - outs[1])) <= 20 * 8 * np.finfo(np.float32).eps * scale
+
+
+def test_w2_is_the_exact_product_rounded_once():
+    """h = 0.7, tau = 0.0123: tau * w / h^2 formed exactly (fractions here), then rounded once;
+    the float product float(tau) * float(w / h^2) differs in the last bit for these numbers."""
+    text = """pde q
+field u(x)
+equation dt(u) = -dxxxx(u)
+grid h = 0.7
+boundary periodic
+scheme explicit(tau = 0.0123, steps = 1)
+"""
+    net = pde2net.compile_text(text).module()
+    pair = net.op.pair
+    h, tau = Fraction(7, 10), Fraction(123, 10000)
+    want = tuple(float(tau * w / h ** 2) for w in binomial_weights(2))
+    assert pair.w2(net.tau) == want
+    assert pair.w2(-net.tau) == tuple(-w for w in want)
+    assert tuple(float(tau) * float(w / h ** 2) for w in binomial_weights(2)) != want
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_minus_tau_dt_is_bitwise_plus_negative_scale(dtype):
+    """explicit_step computes u - (tau D^T) v; the source prints u + (-tau D^T) v: same bits."""
+    net = pm_program("dirichlet", tau="0.0371").module()
+    op = net.op
+    u = torch.randn(5, 77, dtype=dtype) * 3
+    v = op.flux(op.D(u))
+    assert torch.equal(op.explicit_step(u, net.tau), u + op.Dt(v, -net.tau))
+
+
+RATIOS = {
+    "perona-malik": lambda t: 1 / (1 + t ** 2 / sp.Rational(49, 100)),
+    "charbonnier": lambda t: 1 / sp.sqrt(1 + t ** 2 * 4),
+    "forward-backward": lambda t: (1 - t ** 2) / (1 + t ** 4),
+    "tanh": lambda t: sp.tanh(t) / t,
+    "gauss": lambda t: sp.exp(-t ** 2 / 2),
+    "pole": lambda t: 1 / (t - 1) ** 2,
+    "constant": lambda t: sp.Integer(3) + 0 * t,
+    "atan": lambda t: sp.atan(3 * t) / t,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RATIOS))
+def test_extrema_equal_sympy_minimum_maximum(name):
+    t = stability._T
+    r = RATIOS[name](t)
+    domain = sp.Interval.open(0, sp.oo)
+    try:
+        want = (stability._closed_form(minimum(r, t, domain), r),
+                stability._closed_form(maximum(r, t, domain), r))
+    except (NotImplementedError, ValueError) as exc:  # sympy cannot: neither may we (-> "cannot prove")
+        with pytest.raises(type(exc)):
+            stability._extrema(r)
+        return
+    assert stability._extrema(r) == want
+
+
+def test_tree_text_without_networkx_equals_graph_text():
+    for path in sorted(EXAMPLES.glob("*.pde")):
+        prog = pde2net.load(path)
+        assert analyse.expression_text(prog.model) == analyse.graph_text(prog.graph), path.name
+
+
+CHECK_IMPORTS = """
+import io, sys, contextlib
+from pde2net import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = cli.main(sys.argv[1:])
+print(repr((code, sorted(m for m in ("torch", "networkx") if m in sys.modules))))
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_check_imports_neither_torch_nor_networkx(extra):
+    args = ["check", str(EXAMPLES / "perona_malik.pde")] + extra
+    res = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert res.returncode == 0, res.stderr
+    code, heavy = ast.literal_eval(res.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert heavy == [], f"check imported {heavy}: keep them lazy (start-up time)"
+
+
+def test_check_json_verdict_unchanged_by_the_fast_range():
+    """The bound printed by check: L = 1 for Perona-Malik, tau_max = h^2/2 exactly."""
+    res = subprocess.run([sys.executable, "-m", "pde2net.cli", "check", "--json",
+                          str(EXAMPLES / "perona_malik.pde")], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    data = json.loads(res.stdout)
+    assert (data["L"], data["tau_max"], data["verdict"], data["bound_expr"]) == (1.0, 0.5, "stable", "h**2/(2*L)")
+
+
+@pytest.mark.slow
+def test_many_compiled_networks_in_one_process_all_compile():
+    """Each network compiles its own copy of the step: dynamo's limit of 8 recompilations per code
+    object would otherwise make the ninth network of a process run eagerly, silently."""
+    from torch._dynamo.utils import counters
+
+    u = torch.randn(2, 32, dtype=torch.float64)
+    for i in range(10):
+        before = counters["stats"]["unique_graphs"]
+        prog = pm_program(tau=f"0.{20 + i}", steps=2)
+        got = prog.module(compile=True)(u)
+        assert counters["stats"]["unique_graphs"] - before == 1, f"network {i} was not compiled"
+        assert torch.allclose(got, prog.module()(u), rtol=0, atol=1e-13)
