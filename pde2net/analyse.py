@@ -14,6 +14,7 @@ Derivatives of the field are kept as the undefined sympy functions ``dx(expr, k)
 """
 from __future__ import annotations
 
+import cmath
 import keyword
 import math
 import re
@@ -200,6 +201,9 @@ def check_spec(spec: ast.Spec) -> ast.Spec:
         defined[ident.text] = (what, ident.pos)
 
     for st in spec.statements:
+        if isinstance(st, ast.PdeStmt) and st.name.text.startswith("__"):  # DSL.md: refused
+            raise PdeError(f"names starting with '__' are not allowed ('{st.name.text}')", st.name.pos,
+                           src, "a name of ASCII letters, digits and '_' not starting with '__'")
         key = _SINGLE.get(type(st))
         if key is not None:
             prev = getattr(defs, key)
@@ -384,6 +388,13 @@ class _Builder:
             return _number(e, self.src)
         if isinstance(e, ast.Name):
             return self.scope[e.id]
+        v = self._build(e)
+        if v.is_number and not v.is_Rational and _float_magnitude(v) > 10.0 ** MAX_DECIMAL_EXPONENT:
+            raise PdeError("number too large", e.pos, self.src,
+                           f"values between 1e-{MAX_DECIMAL_EXPONENT} and 1e{MAX_DECIMAL_EXPONENT}")
+        return v
+
+    def _build(self, e: ast.Expr) -> sp.Expr:
         if isinstance(e, ast.Neg):
             return -self(e.operand)
         if isinstance(e, ast.BinOp):
@@ -414,6 +425,43 @@ class _Builder:
             op = DX if m.group(1)[0] == "x" else DY
             return op(args[0], sp.Integer(len(m.group(1))))
         return {"grad": GRAD, "div": DIV, "laplace": LAPLACE, "norm": NORM}[f](args[0])
+
+
+_CMATH = {sp.exp: cmath.exp, sp.log: cmath.log, sp.sin: cmath.sin, sp.cos: cmath.cos,
+          sp.tanh: cmath.tanh, sp.atan: cmath.atan}
+
+
+def _float_magnitude(v: sp.Expr) -> float:
+    """|v| in complex floating point, inf when it overflows: a guard that never asks sympy for
+    digits (``exp(exp(exp(exp(3))))`` would make sympy's evalf work with millions of them)."""
+    def fl(x: sp.Expr) -> complex:
+        if x.is_Rational or x.is_Float or isinstance(x, sp.NumberSymbol):
+            return complex(float(x))
+        if x is sp.I:
+            return 1j
+        args = [fl(a) for a in x.args]
+        if x.is_Add:
+            return sum(args, 0j)
+        if x.is_Mul:
+            return math.prod(args, start=1 + 0j)
+        if x.is_Pow:
+            return args[0] ** args[1] if args[0] != 0 else 0j
+        if x.func in _CMATH:
+            return _CMATH[x.func](args[0])
+        if isinstance(x, sp.Abs):
+            return complex(abs(args[0]))
+        if isinstance(x, (sp.Min, sp.Max)):
+            pick = min if isinstance(x, sp.Min) else max
+            return complex(pick(a.real for a in args))
+        return complex(math.nan)
+
+    try:
+        out = abs(fl(v))
+    except OverflowError:
+        return math.inf
+    except (ValueError, ZeroDivisionError, TypeError):
+        return math.nan
+    return out
 
 
 def _number(e: ast.Num, src: Source) -> sp.Rational:
@@ -519,6 +567,7 @@ def build_model(spec: ast.Spec) -> Model:
     subs = {symbols[k]: v for k, v in values.items()}
     form = (_recognise_1d if len(dims) == 1 else _recognise_2d)(rhs, u, subs, eq, src)
     _check_degree(form.flux, eq, src)
+    _check_real(form.flux.xreplace(subs), eq, src)
     flux = form.flux
     diffusivity = _diffusivity_name(eq.rhs, kinds)
 
@@ -685,6 +734,14 @@ def degree_bound(e: sp.Expr, x: sp.Symbol = S) -> int:
         else:
             memo[node] = sum(memo[a] for a in node.args)
     return memo[e]
+
+
+def _check_real(flux: sp.Expr, eq: ast.EquationStmt, src: Source) -> None:
+    """Refuses fluxes with non-real constants such as (-1)^0.5: Phi must be real."""
+    for node in sp.preorder_traversal(flux):
+        if node.is_number and node.is_extended_real is False:
+            raise PdeError(f"the flux contains the non-real number {show(node)}", eq.rhs.pos, src,
+                           "real constants (a negative base needs an integer exponent)")
 
 
 def _check_degree(flux: sp.Expr, eq: ast.EquationStmt, src: Source) -> None:

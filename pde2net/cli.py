@@ -164,25 +164,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
-    """Runs the network; an explicit network whose ``forward`` takes ``steps`` runs in chunks so
-    that a progress bar (tqdm, only when stderr is a terminal) and the plotted states can be
-    shown -- the same blocks in the same order, so the result is identical.  Returns the output,
-    the times and the states (first signal / image of the batch) for ``--plot``."""
+    """Runs the network; a network whose ``forward`` takes ``steps`` (time steps / cycles, each
+    block independent of its index) runs in chunks so that a progress bar (tqdm, only when stderr
+    is a terminal) and the plotted states can be shown -- the same blocks in the same order, so
+    the result is identical.  Returns the output, the times and the states (first signal / image
+    of the batch) for ``--plot``."""
     import inspect
-
-    from .lower import Explicit
 
     def first(u):
         x = u.detach().cpu().double().numpy()
         return x.reshape(-1, *x.shape[-len(prog.arch.dims):])[0]
 
-    chunkable = (isinstance(prog.arch.scheme, Explicit) and isinstance(steps, int) and steps > 0
+    per_block = _time_per_block(prog)
+    chunkable = (isinstance(steps, int) and steps > 0
                  and "steps" in inspect.signature(net.forward).parameters)
     bar = _progress_bar(steps) if chunkable else None
     if not chunkable or (bar is None and not want_states):
         u = net(u0)
-        return u, [0.0, _stop_time(prog, steps)], [first(u0), first(u)]
-    tau = float(prog.arch.scheme.tau)
+        return u, [0.0, per_block * (steps or 0)], [first(u0), first(u)]
     chunk = max(1, steps // (100 if want_states else 200))
     u, done, times, states = u0, 0, [0.0], [first(u0)]
     while done < steps:
@@ -190,21 +189,26 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
         u = net(u, steps=k)
         done += k
         if want_states:
-            times.append(done * tau)
+            times.append(done * per_block)
             states.append(first(u))
         if bar is not None:
             bar.update(k)
     if bar is not None:
         bar.close()
-    return u, (times if want_states else [0.0, done * tau]), (states if want_states else [first(u0), first(u)])
+    if not want_states:
+        times, states = [0.0, done * per_block], [first(u0), first(u)]
+    return u, times, states
 
 
-def _stop_time(prog: Program, steps) -> float:
+def _time_per_block(prog: Program) -> float:
+    """The evolution time one outer block (time step or cycle) advances: the report's stopping
+    time over the scheme's number of blocks (0 when the report has none)."""
+    total = prog.stability.extra.get("stopping_time")
+    blocks = getattr(prog.arch.scheme, "steps", None)
     try:
-        return float(prog.stability.extra.get("stopping_time", 0.0)) if steps is None else \
-            float(prog.arch.scheme.tau) * steps
-    except (AttributeError, TypeError):
-        return float(prog.stability.extra.get("stopping_time", 0.0))
+        return float(total) / blocks if total is not None and blocks else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _progress_bar(total: int):
@@ -380,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--json", action="store_true", help="one JSON object")
     c.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    c.add_argument("--budget", type=_nonneg_float, default=2.0,
-                   help="seconds of adversarial search (default 2)")
+    c.add_argument("--budget", type=_nonneg_float, default=1.0,
+                   help="seconds of adversarial search (default 1)")
     c.add_argument("--size", type=_positive_int, help="grid points per axis (default: the spec's size)")
     c.add_argument("--counterexample", metavar="OUT.npy",
                    help="save the growing input found (if any) as .npy")

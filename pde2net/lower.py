@@ -190,6 +190,15 @@ def class_name(name: str) -> str:
 
 def lower_flux(model: Model) -> FluxIR:
     """Phi as an op tree; params stay named so the module can expose (or learn) them."""
+    try:
+        return _lower_flux(model)
+    except (exprs.UnsupportedExpression, TypeError, ValueError) as exc:  # e.g. (-1)^0.5
+        raise model.error(f"the flux {show(model.flux)} cannot be emitted: {exc}", "equation",
+                          "a real flux built from + - * / ^ and exp log sqrt abs tanh sin cos "
+                          "atan min max") from None
+
+
+def _lower_flux(model: Model) -> FluxIR:
     names = {S: "s", **{sym: name for name, sym in model.param_symbols.items()}}
     op = exprs.lower_expr(model.flux, names)
     params = {name: float(v) for name, v in model.params.items()}

@@ -74,7 +74,12 @@ class Program:
 
     def source(self) -> str:
         """The standalone Python source that ``pde2net compile`` writes."""
-        return codegen.emit_source(self.arch, self.stability)
+        try:
+            return codegen.emit_source(self.arch, self.stability)
+        except NotImplementedError as exc:  # a missing emitter is a limit of this version: say where
+            raise self.model.error(f"cannot emit standalone source: {exc}", "scheme",
+                                   "a scheme with a source emitter (2D: explicit), or the live module "
+                                   "(pde2net run / prog.module())") from None
 
 
 class LazyDoc:
@@ -121,6 +126,8 @@ def _own_code(method):
     """
     import types
 
+    if not isinstance(method, types.MethodType):
+        return method
     fn = method.__func__
     own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
                              fn.__closure__)

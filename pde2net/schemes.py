@@ -110,6 +110,8 @@ class FEDNet(DiffusionNet):
         sch: FED = arch.scheme
         self.tau = sch.tau_max
         self.taus = sch.taus
+        # the exact scales -tau_i, formed once here: no sympy arithmetic inside block (torch.compile)
+        self.scales = tuple(-t for t in sch.taus)
         self.frozen = sch.update == "cycle"
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
@@ -119,8 +121,8 @@ class FEDNet(DiffusionNet):
                 u = self.op.explicit_step(u, t)
             return u
         G = self.op.diffusivity(u)
-        for t in self.taus:
-            u = u + self.op.frozen_apply(u, G, -t)
+        for scale in self.scales:
+            u = u + self.op.frozen_apply(u, G, scale)
         return u
 
     def extra_repr(self) -> str:
@@ -139,6 +141,7 @@ class FSINet(DiffusionNet):
         # a_k and 1 - a_k, each formed exactly and rounded once (as the source prints them)
         self.weights = tuple((float(a), float(1 - a)) for a in sch.alphas)
         self.frozen = sch.update == "cycle"
+        self.scale = -sch.tau
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One FSI cycle: ``u^(k+1) = a_k (u^k - tau A u^k) + (1 - a_k) u^(k-1)``, u^(-1) = u^0."""
@@ -148,7 +151,7 @@ class FSINet(DiffusionNet):
             if G is None:
                 step = self.op.explicit_step(cur, self.tau)
             else:
-                step = cur + self.op.frozen_apply(cur, G, -self.tau)
+                step = cur + self.op.frozen_apply(cur, G, self.scale)
             prev, cur = cur, a * step + b * prev
         return cur
 
@@ -168,8 +171,10 @@ class ImplicitNet(DiffusionNet):
         sch: Implicit = arch.scheme
         self.solver, self.iterations = sch.solver, sch.iterations
         self.omega = float(sch.omega)
+        self.scale = -sch.tau
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
+        """One implicit time step (the recurrent block iterated ``iterations`` times)."""
         return getattr(self, f"_{self.solver}")(u)
 
     def _cg(self, u: torch.Tensor) -> torch.Tensor:
@@ -201,7 +206,7 @@ class ImplicitNet(DiffusionNet):
         """``v <- u - tau D^T Phi(D v)`` from v = u: the input skip feeds u every iteration."""
         v = u
         for _ in range(self.iterations):
-            v = u + self.op.Dt(self.op.flux(self.op.D(v)), -self.tau)
+            v = u + self.op.Dt(self.op.flux(self.op.D(v)), self.scale)
         return v
 
     def extra_repr(self) -> str:

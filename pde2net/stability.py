@@ -194,8 +194,12 @@ def flux_facts(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> FluxFacts:
                                      f"sympy's extrema of Phi(s)/s on {where} disagree with a numeric sample")
                 sups.append(hi)
                 infs.append(lo)
-                if lo.is_negative:
+                # is_negative is False for -oo (sympy keeps infinities out of it): extended_
+                if lo.is_extended_negative:
                     return FluxFacts("negative", None, lo, f"Phi(s)/s < 0 {_negative_region(r, where)}")
+                if not lo.is_extended_nonnegative:  # a sign sympy cannot decide is no proof
+                    return FluxFacts("unknown", None, None,
+                                     f"the sign of inf Phi(s)/s = {lo} on {where} is undecided")
             L, inf = sp.Max(*sups), sp.Min(*infs)
     except SymbolicTimeout:
         return FluxFacts("unknown", None, None, f"symbolic analysis of Phi(s)/s exceeded {seconds:g} s")

@@ -37,12 +37,13 @@ from .errors import PdeError
 from .lower import Architecture, FluxIR, StencilIR
 
 DEFAULT_SEED = 0
-DEFAULT_BUDGET = 2.0  # seconds of adversarial search
+DEFAULT_BUDGET = 1.0  # seconds of adversarial search
 DEFAULT_SIZE = 256
 DENSE_LIMIT = 2048  # grids up to this many points use dense matrices and a full SVD
 MAX_VERIFY_POINTS = 1 << 16
 GROWTH_FLOOR = 1e-10  # relative growth below this is round-off for any scheme we build
 REFERENCE_RTOL = 1e-9
+COMPARABLE_GROWTH = 1e4  # reference runs that grow more are not compared (see compare_reference)
 AMPLITUDES = tuple(10.0 ** (k / 3) for k in range(-18, 10))  # max |D u_0| from 1e-6 to 1e3
 ADVERSARIAL_MEMORY = 256 * 2 ** 20  # bytes of autograd tape the gradient ascent may keep
 EPS = float(np.finfo(np.float64).eps)
@@ -59,15 +60,18 @@ class SparseRows:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """``x @ A.T`` for x of shape (B, n)."""
-        out = np.zeros((x.shape[0], self.shape[0]))
-        np.add.at(out.T, self.rows, (x[:, self.cols] * self.vals).T)
-        return out
+        return self._scatter(x[:, self.cols] * self.vals, self.rows, self.shape[0])
 
     def apply_t(self, y: np.ndarray) -> np.ndarray:
         """``y @ A`` for y of shape (B, m)."""
-        out = np.zeros((y.shape[0], self.shape[1]))
-        np.add.at(out.T, self.cols, (y[:, self.rows] * self.vals).T)
-        return out
+        return self._scatter(y[:, self.rows] * self.vals, self.cols, self.shape[1])
+
+    @staticmethod
+    def _scatter(terms: np.ndarray, index: np.ndarray, width: int) -> np.ndarray:
+        """Sums each row's terms into ``width`` bins (one bincount over the whole batch)."""
+        b = terms.shape[0]
+        at = (np.arange(b)[:, None] * width + index[None, :]).ravel()
+        return np.bincount(at, terms.ravel(), minlength=b * width).reshape(b, width)
 
     def dense(self) -> np.ndarray:
         a = np.zeros(self.shape)
@@ -116,11 +120,22 @@ class DenseOperator:
     def n(self) -> int:
         return int(np.prod(self.grid))
 
+    @property
+    def sparse(self) -> SparseRows:
+        """The matrix's nonzeros: products with it by bincount, no BLAS (whose threads, on a
+        loaded machine, made small dense products 10x slower than this)."""
+        if isinstance(self.matrix, SparseRows):
+            return self.matrix
+        if "_sparse" not in self.__dict__:
+            r, c = np.nonzero(self.matrix)
+            self.__dict__["_sparse"] = SparseRows(r, c, self.matrix[r, c], self.matrix.shape)
+        return self.__dict__["_sparse"]
+
     def D(self, u: np.ndarray) -> np.ndarray:
-        return u @ self.matrix.T if isinstance(self.matrix, np.ndarray) else self.matrix.apply(u)
+        return self.sparse.apply(u)
 
     def Dt(self, v: np.ndarray) -> np.ndarray:
-        return v @ self.matrix if isinstance(self.matrix, np.ndarray) else self.matrix.apply_t(v)
+        return self.sparse.apply_t(v)
 
     def activation(self, v: np.ndarray) -> np.ndarray:
         """Phi(v) for v = D u: elementwise in 1D, the vector flux in 2D."""
@@ -209,8 +224,10 @@ def top_singular(op: DenseOperator, rng: np.random.Generator, iterations: int = 
     Dense SVD up to :data:`DENSE_LIMIT` points (exact to round-off); above, Lanczos with full
     reorthogonalisation, whose Ritz value is a lower estimate of the true value."""
     if isinstance(op.matrix, np.ndarray):
-        _, s, vt = np.linalg.svd(op.matrix, full_matrices=False)
-        return float(s[0] ** 2) if s.size else 0.0, vt[0], "dense SVD"
+        import torch  # LAPACK through torch honours torch's thread count (see verify())
+
+        _, s, vt = torch.linalg.svd(torch.from_numpy(op.matrix), full_matrices=False)
+        return float(s[0]) ** 2, vt[0].numpy().copy(), "dense SVD"
     n = op.n
     k = min(iterations, n)
     q = np.zeros((k + 1, n))
@@ -239,21 +256,26 @@ def top_singular(op: DenseOperator, rng: np.random.Generator, iterations: int = 
 class SchemeReference:
     """How to verify one scheme: iterate it densely, and the round-off its network may add.
 
-    ``run(arch, op, u0)`` returns the state after the whole network for a batch ``u0`` (B, n);
+    ``run(arch, op, u0)`` returns the state after the whole network for a batch ``u0`` (B, n), or
+    ``(state, slack)`` with a per-input relative slack the scheme's own solver error allows;
     ``work(arch, op, L)`` is the sum over the network's layers of each layer's amplification of
-    round-off (``1 + tau_i L || |D| ||^2`` for an explicit step), see :func:`growth_tolerance`."""
+    round-off (``1 + tau_i L || |D| ||^2`` for an explicit step), see :func:`growth_tolerance`;
+    ``rtol(arch)`` is the agreement demanded of the network (round-off, unless the reference is
+    an exact solve that the network only approximates)."""
 
     run: Callable[[Architecture, DenseOperator, np.ndarray], np.ndarray]
     work: Callable[[Architecture, DenseOperator, float], float]
+    rtol: Callable[[Architecture], float] = lambda arch: REFERENCE_RTOL
 
 
 REFERENCES: dict[type, SchemeReference] = {}
 
 
-def register_reference(ir_type: type, work: Callable[[Architecture, DenseOperator, float], float]):
+def register_reference(ir_type: type, work: Callable[[Architecture, DenseOperator, float], float],
+                       rtol: Optional[Callable[[Architecture], float]] = None):
     """Decorator: ``@register_reference(lower.Explicit, work=...)`` over ``run(arch, op, u0)``."""
     def deco(run):
-        REFERENCES[ir_type] = SchemeReference(run, work)
+        REFERENCES[ir_type] = SchemeReference(run, work, rtol or (lambda arch: REFERENCE_RTOL))
         return run
     return deco
 
@@ -269,6 +291,146 @@ def explicit_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) ->
     u = np.array(u0, dtype=np.float64)
     for _ in range(arch.scheme.steps):
         u = op.explicit_step(u, tau)
+    return u
+
+
+def _fed_work(arch: Architecture, op: DenseOperator, L: float) -> float:
+    sch = arch.scheme
+    return sch.cycles * sum(1.0 + float(t) * L * op.abs_norm_sq() for t in sch.taus)
+
+
+@register_reference(lower.FED, work=_fed_work)
+def fed_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
+    """Per cycle, ``u <- u - tau_i D^T (G D u)`` over the FED step sizes in the stored (Leja) order
+    with ``G = g(D u)`` frozen at the cycle's start; ``update = step``: explicit steps (MATH.md 3)."""
+    sch = arch.scheme
+    u = np.array(u0, dtype=np.float64)
+    for _ in range(sch.cycles):
+        if sch.update == "step":
+            for t in sch.taus:
+                u = op.explicit_step(u, float(t))
+            continue
+        G = op.diffusivity(u)
+        for t in sch.taus:
+            u = u - float(t) * op.frozen_apply(u, G)
+    return u
+
+
+def _fsi_work(arch: Architecture, op: DenseOperator, L: float) -> float:
+    sch = arch.scheme
+    # the extrapolation weights a_k < 2 can double a layer's error
+    return 3.0 * sch.cycles * sch.cycle_length * (1.0 + float(sch.tau) * L * op.abs_norm_sq())
+
+
+@register_reference(lower.FSI, work=_fsi_work)
+def fsi_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
+    """Per cycle, ``u^(k+1) = a_k (u^k - tau D^T (G D u^k)) + (1 - a_k) u^(k-1)``,
+    ``a_k = (4k + 2) / (2k + 3)``, ``u^(-1) = u^0`` (MATH.md 4)."""
+    sch = arch.scheme
+    tau = float(sch.tau)
+    u = np.array(u0, dtype=np.float64)
+    for _ in range(sch.cycles):
+        G = op.diffusivity(u) if sch.update == "cycle" else None
+        prev = cur = u
+        for k in range(sch.cycle_length):
+            a = (4 * k + 2) / (2 * k + 3)
+            step = op.explicit_step(cur, tau) if G is None else cur - tau * op.frozen_apply(cur, G)
+            prev, cur = cur, a * step + (1 - a) * prev
+        u = cur
+    return u
+
+
+def _implicit_work(arch: Architecture, op: DenseOperator, L: float) -> float:
+    sch = arch.scheme
+    return sch.steps * sch.iterations * (1.0 + float(sch.tau) * L * op.abs_norm_sq())
+
+
+def _solve_matrix(op: DenseOperator, G: np.ndarray, tau: float) -> np.ndarray:
+    """``I + tau D^T diag(G) D`` for one row's frozen diffusivity G (dense)."""
+    d = op.matrix if isinstance(op.matrix, np.ndarray) else op.matrix.dense()
+    return np.eye(d.shape[1]) + tau * (d.T * G) @ d
+
+
+@register_reference(lower.Implicit, work=_implicit_work)
+def implicit_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
+    """Each time step from u^k with ``A = I + tau D^T G(u^k) D`` (G lagged): ``cg`` -- that many
+    conjugate-gradient iterations from x = 0; ``jacobi`` -- damped Jacobi
+    ``x <- x + omega (u^k - A x) / diag(A)`` from x = 0, ``diag(A)_j = 1 + tau sum_i D_ij^2 G_i``;
+    ``fixed_point`` -- ``v <- u^k - tau D^T Phi(D v)`` from v = u^k (MATH.md 5, 6)."""
+    sch = arch.scheme
+    tau, omega = float(sch.tau), float(sch.omega) if sch.omega is not None else 1.0
+    u = np.array(u0, dtype=np.float64)
+    slack = np.zeros(u.shape[0])
+    for _ in range(sch.steps):
+        if sch.solver == "fixed_point":
+            v = u
+            for _ in range(sch.iterations):
+                v = op.explicit_step(v, tau) - v + u
+            u = v
+            continue
+        G = op.diffusivity(u)
+        apply = lambda x, G=G: x + tau * op.frozen_apply(x, G)  # noqa: E731 - A x, row by row
+        if sch.solver == "cg":
+            x = _cg(apply, u, sch.iterations)
+            # A >= I, so ||x - x*|| <= ||u - A x||: this step's distance from the exact solve
+            slack += np.linalg.norm(u - apply(x), axis=1)
+            u = x
+        else:
+            sq = op.sparse
+            diag = 1 + tau * SparseRows(sq.rows, sq.cols, sq.vals ** 2, sq.shape).apply_t(G)
+            x = np.zeros_like(u)
+            for _ in range(sch.iterations):
+                x = x + omega * (u - apply(x)) / diag
+            u = x
+    if sch.solver != "cg":
+        return u
+    # An unconverged CG iterate depends on rounding (lost orthogonality) at the level of its own
+    # error: two float64 CGs differ by up to about that much (observed: at most half of it).
+    return u, 2 * slack / np.maximum(np.linalg.norm(u0, axis=1), 1e-300)
+
+
+def _cg(apply: Callable[[np.ndarray], np.ndarray], f: np.ndarray, iterations: int) -> np.ndarray:
+    """Conjugate gradients from 0 for every row of f at once (a row whose residual vanished
+    exactly stays put)."""
+    x, r = np.zeros_like(f), f.copy()
+    p, rr = r.copy(), np.sum(r * r, axis=1, keepdims=True)
+    with np.errstate(all="ignore"):
+        for _ in range(iterations):
+            ap = apply(p)
+            pap = np.sum(p * ap, axis=1, keepdims=True)
+            alpha = np.where(pap > 0, rr / np.where(pap > 0, pap, 1.0), 0.0)
+            x, r = x + alpha * p, r - alpha * ap
+            rr_new = np.sum(r * r, axis=1, keepdims=True)
+            beta = np.where(rr > 0, rr_new / np.where(rr > 0, rr, 1.0), 0.0)
+            p, rr = r + beta * p, rr_new
+    return x
+
+
+def _multigrid_work(arch: Architecture, op: DenseOperator, L: float) -> float:
+    sch = arch.scheme
+    per_cycle = 2 * (sch.pre + sch.post + 2)  # smoothing sweeps and transfers, over the levels
+    return sch.steps * sch.cycles * per_cycle * (1.0 + float(sch.tau) * L * op.abs_norm_sq())
+
+
+def _multigrid_rtol(arch: Architecture) -> float:
+    """The network's V-cycles only approximate the exact solve: from x = u^k each cycle reduces
+    the error by a factor rho (MATH.md 7 observes rho <= 0.084 for V(2,2) from N = 65 to 4097; we
+    allow rho = 0.3 for any smoothing counts), and the solve is a contraction, so the steps' errors
+    add up: ``||x_net - x_exact|| <= steps rho^cycles ||u^0||``."""
+    sch = arch.scheme
+    return max(REFERENCE_RTOL, sch.steps * 0.3 ** sch.cycles)
+
+
+@register_reference(lower.Multigrid, work=_multigrid_work, rtol=_multigrid_rtol)
+def multigrid_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
+    """The exact linear implicit steps ``u <- (I + tau c D^T D)^-1 u`` (dense solve), which the
+    V-cycles approximate (tolerance: :func:`_multigrid_rtol`)."""
+    sch = arch.scheme
+    G = np.full(op.matrix.shape[0], float(sch.coefficient))
+    a = _solve_matrix(op, G, float(sch.tau))
+    u = np.array(u0, dtype=np.float64)
+    for _ in range(sch.steps):
+        u = np.linalg.solve(a, u.T).T
     return u
 
 
@@ -428,7 +590,6 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
     spent; returns the best growth, its input and how many iterations ran."""
     import torch
 
-    t_end = time.perf_counter() + budget
     per_row = 8 * starts.shape[1] * max(depth, 1) * 8  # bytes of autograd tape for one input
     rows = int(min(starts.shape[0], max(ADVERSARIAL_MEMORY // per_row, 0)))
     if rows == 0 or budget <= 0:
@@ -441,9 +602,10 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
     n = s.shape[1]
     x = (s / norms * math.sqrt(n)).clone().requires_grad_(True)
     loga = norms.log().clone().requires_grad_(True)
-    opt = torch.optim.Adam([{"params": [x], "lr": 0.05}, {"params": [loga], "lr": 0.1}])
+    opt = _Adam([(x, 0.05), (loga, 0.1)])
     best_g, best_u, its = -math.inf, None, 0
     t0 = time.perf_counter()
+    t_end = t0 + budget
     while True:
         u0 = loga.exp() * x / x.norm(dim=1, keepdim=True)
         uk = net(u0.reshape((rows,) + tuple(grid))).reshape(rows, -1)
@@ -457,16 +619,12 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
         its += 1
         if time.perf_counter() >= t_end or not math.isfinite(best_g):
             break
-        opt.zero_grad()
         finite = torch.isfinite(logg)
         loss = -(logg[finite].sum()) if bool(finite.any()) else None
         if loss is None:
             break
-        loss.backward()
-        with torch.no_grad():
-            for p in (x, loga):
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-        opt.step()
+        grads = torch.autograd.grad(loss, [x, loga])
+        opt.step([torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads])
         with torch.no_grad():  # restart directions that collapsed or overflowed
             bad = ~torch.isfinite(x).all(dim=1) | ~torch.isfinite(loga).squeeze(1)
             if bool(bad.any()):
@@ -475,6 +633,28 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
             loga.clamp_(math.log(1e-8), math.log(1e4))
     return {"growth": best_g, "iterations": its, "starts": rows,
             "seconds": time.perf_counter() - t0, "skipped": None, "input": best_u}
+
+
+class _Adam:
+    """Adam (Kingma & Ba) on a few tensors, written out: ``torch.optim`` costs ~1 s to import."""
+
+    def __init__(self, params, betas=(0.9, 0.999), eps=1e-8) -> None:
+        self.params = params
+        self.b1, self.b2, self.eps, self.t = betas[0], betas[1], eps, 0
+        self.m = [p.detach() * 0 for p, _ in params]
+        self.v = [p.detach() * 0 for p, _ in params]
+
+    def step(self, grads) -> None:
+        import torch
+
+        self.t += 1
+        with torch.no_grad():
+            for k, ((p, lr), g) in enumerate(zip(self.params, grads)):
+                self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
+                self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
+                mhat = self.m[k] / (1 - self.b1 ** self.t)
+                vhat = self.v[k] / (1 - self.b2 ** self.t)
+                p -= lr * mhat / (vhat.sqrt() + self.eps)
 
 
 # -------------------------------------------------------------------------- the reference
@@ -489,18 +669,28 @@ def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.nda
         return {"available": False, "ok": False, "max_rel_diff": None, "tolerance": None,
                 "compared": 0, "detail": f"no dense reference for the {type(arch.scheme).__name__} "
                                          f"scheme (register one in pde2net.verify.REFERENCES)"}
+    rtol = ref.rtol(arch)
     want = ref.run(arch, op, inputs)
+    slack = np.zeros(len(inputs))
+    if isinstance(want, tuple):  # (states, per-input slack the scheme's own solver error allows)
+        want, slack = want
     got = _network_rows(net, inputs, op.grid)
-    ok_rows = np.isfinite(want).all(axis=1)
-    worst, compared = 0.0, int(ok_rows.sum())
-    for w, g, u in zip(want[ok_rows], got[ok_rows], inputs[ok_rows]):
+    # A run that blows up amplifies every rounding difference along with it: compare only the
+    # inputs whose reference stays within COMPARABLE_GROWTH of its start.
+    ok_rows = np.isfinite(want).all(axis=1) & (_growth(inputs, want) <= COMPARABLE_GROWTH)
+    worst, compared, ok = 0.0, int(ok_rows.sum()), True
+    for w, g, u, extra in zip(want[ok_rows], got[ok_rows], inputs[ok_rows], slack[ok_rows]):
         scale = max(np.linalg.norm(u), np.linalg.norm(w), 1e-300)
-        diff = np.linalg.norm(g - w) / scale
-        worst = max(worst, float(diff) if math.isfinite(diff) else math.inf)
-    return {"available": True, "ok": worst <= REFERENCE_RTOL, "max_rel_diff": worst,
-            "tolerance": REFERENCE_RTOL, "compared": compared,
-            "detail": "dense NumPy float64" + ("" if compared == len(inputs)
-                                               else f"; {len(inputs) - compared} overflowed, skipped")}
+        with np.errstate(all="ignore"):
+            diff = np.linalg.norm(g - w) / scale
+        diff = float(diff) if math.isfinite(diff) else math.inf
+        worst, ok = max(worst, diff), ok and diff <= rtol + float(extra)
+    rtol = rtol + float(slack[ok_rows].max()) if compared else rtol
+    skipped = len(inputs) - compared
+    return {"available": True, "ok": ok, "max_rel_diff": worst,
+            "tolerance": rtol, "compared": compared,
+            "detail": "dense NumPy float64" + (f"; {skipped} inputs whose reference grew more than "
+                                               f"{COMPARABLE_GROWTH:g}x skipped" if skipped else "")}
 
 
 def _reference_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -509,7 +699,8 @@ def _reference_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generat
     edges = np.sort(rng.choice(np.arange(1, n), size=min(8, n - 1), replace=False))
     levels = rng.uniform(-1.0, 1.0, size=edges.size + 1)
     piecewise = np.repeat(levels, np.diff(np.concatenate([[0], edges, [n]])))
-    rows = [piecewise + 0.05 * rng.standard_normal(n), rng.standard_normal(n), 1e-3 * top]
+    rows = [piecewise + 0.05 * rng.standard_normal(n), rng.standard_normal(n), 1e-3 * top,
+            1e-4 * rng.standard_normal(n)]
     return np.stack(rows)
 
 
@@ -583,7 +774,7 @@ def _verify(prog, size: Optional[int], seed: int, budget: float) -> Verification
     comparison = compare_reference(net, arch, op, _reference_inputs(op, top, rng))  # 4.
     if not comparison["ok"]:
         failures.append("the network disagrees with the dense reference: " + (
-            f"relative difference {comparison['max_rel_diff']:.3g} > {REFERENCE_RTOL:g}"
+            f"relative difference {comparison['max_rel_diff']:.3g} > {comparison['tolerance']:g}"
             if comparison["available"] else comparison["detail"]))
     i_best = int(order[0])
     best_g, best_u = float(grow[i_best]), u0s[i_best]
@@ -614,10 +805,13 @@ def _random_starts(rng: np.random.Generator, op: DenseOperator, count: int) -> n
 def _depth(arch: Architecture) -> int:
     """Layers the autograd tape holds per input (time steps times inner iterations)."""
     sch = arch.scheme
-    steps = getattr(sch, "steps", None) or 1
-    cycles = (getattr(sch, "cycles", None) or 1) * (getattr(sch, "cycle_length", None) or 1)
-    inner = getattr(sch, "iterations", None) or 1
-    return int(max(steps, cycles) * inner)
+    if isinstance(sch, (lower.FED, lower.FSI)):
+        return sch.cycles * sch.cycle_length
+    if isinstance(sch, lower.Implicit):
+        return sch.steps * sch.iterations
+    if isinstance(sch, lower.Multigrid):
+        return sch.steps * sch.cycles * 4 * (sch.pre + sch.post + 2)
+    return int(getattr(sch, "steps", 1) or 1)
 
 
 def _grid_text(grid: tuple[int, ...]) -> str:

@@ -144,3 +144,14 @@ def test_progress_bar_only_on_a_terminal(examples_dir, tmp_path, monkeypatch, ca
     assert "400/400" not in capsys.readouterr().err  # piped: no bar
     # the chunked run computes exactly what one call computes
     assert np.array_equal(np.load(out), np.load(tmp_path / "b.npy"))
+
+
+def test_compile_2d_fed_is_refused_cleanly(tmp_path, capsys):
+    p = tmp_path / "fed.pde"
+    p.write_text(SPEC.replace("scheme explicit(tau = 0.2, steps = 6)",
+                              "scheme fed(tau_max = 0.2, cycles = 1, cycle_length = 4)"))
+    assert main(["compile", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "fed.pde:9:1" in err and "2D source emitter" in err and "Traceback" not in err
+    # the live module runs it
+    assert main(["run", str(p), "--output", str(tmp_path / "o.npy")]) == 0
