@@ -61,7 +61,7 @@ def rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 def schemes(T: float) -> list[tuple[str, str, int]]:
     """(label, scheme statement, layers) for Perona-Malik to time T."""
-    rows = [(f"explicit tau=0.5", f"explicit(tau = 0.5, steps = {round(T / 0.5)})", round(T / 0.5))]
+    rows = [("explicit tau=0.5", f"explicit(tau = 0.5, steps = {round(T / 0.5)})", round(T / 0.5))]
     for kind, key in (("fed", "tau_max"), ("fsi", "tau")):
         for cycles in (2, 5, 10, 20):
             n, tau = fed_plan(T, cycles)

@@ -1,8 +1,9 @@
-"""Stage 8: the command line, ``pde2net check | compile | run``.
+"""Stage 8: the command line, ``pde2net check | compile | run | verify | export | graph``.
 
-Exit status: 0 success, 1 a check that failed (``--strict`` on a spec not proven stable),
-2 bad input (one message with file:line:col and a caret, never a traceback), 3 internal error.
-``check`` never imports torch.
+Exit status: 0 success, 1 a check that failed (``check --strict`` on a spec not proven stable,
+``verify`` finding a "stable" verdict contradicted or a reference disagreeing, ``export`` above
+its tolerance), 2 bad input (one message with file:line:col and a caret, never a traceback),
+3 internal error.  ``check`` never imports torch.
 """
 from __future__ import annotations
 

@@ -57,17 +57,7 @@ def shifted_sum(xp: torch.Tensor, coeffs: tuple[float, ...], starts: tuple[int, 
 
     ``1*x`` and ``-1*x`` are written as ``x`` and ``-x``: IEEE gives the same bits, one kernel less.
     """
-    acc: Optional[torch.Tensor] = None
-    for c, s in zip(coeffs, starts):
-        if c == 0.0:
-            continue
-        t = xp[..., s:s + n]
-        if acc is None:
-            acc = t if c == 1.0 else -t if c == -1.0 else c * t
-        else:
-            acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t
-    assert acc is not None, "a stencil has a nonzero weight (checked when lowering)"
-    return acc
+    return shifted_sum_dim(xp, coeffs, starts, n, -1)
 
 
 def zero_padded_sum(x: torch.Tensor, left: int, right: int, coeffs: tuple[float, ...],

@@ -19,7 +19,6 @@ import sympy as sp
 
 from . import exprs
 from .analyse import S, Model, python_name, show
-from .errors import PdeError
 from .stencils import Stencil, make_stencil
 
 
@@ -259,8 +258,17 @@ def lower_scheme(model: Model) -> Scheme:
 
 
 def fed_step_sizes(tau_max: sp.Expr, n: int) -> list[sp.Expr]:
-    """``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))``, i = 0..n-1, exact (MATH.md 3)."""
-    return [tau_max / (2 * sp.cos(sp.pi * (2 * i + 1) / (4 * n + 2)) ** 2) for i in range(n)]
+    """``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))``, i = 0..n-1 (MATH.md 3), to 30 digits.
+
+    Exact cosines cost sympy ~1 ms each (seconds for long cycles) and buy nothing: the guarantee
+    rests on the cycle polynomial, and each ``-tau_i w_j`` is still rounded to float64 only once.
+    """
+    import mpmath
+
+    with mpmath.workdps(40):
+        tm = mpmath.mpf(sp.Float(tau_max, 45)._mpf_)
+        return [sp.Float(tm / (2 * mpmath.cos(mpmath.pi * (2 * i + 1) / (4 * n + 2)) ** 2), 30)
+                for i in range(n)]
 
 
 def fed_roots(tau_max: float, n: int) -> list[float]:

@@ -14,7 +14,6 @@ gives the verdict "cannot prove", never "stable".
 from __future__ import annotations
 
 import functools
-import math
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import sympy as sp
-from sympy.calculus.util import continuous_domain, function_range, maximum, minimum
+from sympy.calculus.util import continuous_domain, function_range
 
 from . import exprs
 from .analyse import S, Model

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 import pde2net
-from pde2net import PdeError
 from reference import binomial_weights, dense_difference
 
 BOUNDARIES = ("neumann", "periodic", "dirichlet")
