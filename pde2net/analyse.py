@@ -66,6 +66,9 @@ SCHEME_DEFAULTS: dict[str, dict[str, object]] = {
     "multigrid": {"steps": 1, "levels": 0, "pre": 2, "post": 2, "cycles": 1},
 }
 MAX_STEPS = 1_000_000
+# A FED/FSI cycle of n steps has a largest step of about 0.2 n^2 tau_max, so beyond a few thousand
+# rounding, not stability, is what limits it; ordering the steps (Leja) also costs O(n^2).
+MAX_CYCLE_LENGTH = 2000
 MAX_POINTS = 50_000_000
 MAX_EXPONENT = 1000
 MAX_DECIMAL_EXPONENT = 300
@@ -803,7 +806,8 @@ def _settings(sch: ast.SchemeStmt, src, values) -> dict[str, Setting]:
         if isinstance(want, tuple):
             out[k] = Setting(b.value.id, b.value.pos)
         elif want == "int":
-            limit = MAX_STEPS if k in ("steps", "cycles", "iterations") else 10_000
+            limit = (MAX_STEPS if k in ("steps", "cycles", "iterations")
+                     else MAX_CYCLE_LENGTH if k == "cycle_length" else 10_000)
             out[k] = Setting(_positive_int(b.value, src, values, k, limit), b.value.pos)
         else:
             out[k] = Setting(_positive(b.value, src, values, k), b.value.pos)
