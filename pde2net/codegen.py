@@ -104,6 +104,21 @@ def pad_last(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
 '''
 
 
+
+def _class_header(arch: Architecture, doc: str) -> str:
+    """The generated class line, its docstring, ``tau`` and ``__init__`` (1D and 2D alike)."""
+    sch = arch.scheme
+    return f'''class {arch.class_name}(torch.nn.Module):
+    """{doc}
+    """
+
+    tau = {float(sch.tau)!r}
+
+    def __init__(self, steps: int = {sch.steps}) -> None:
+        super().__init__()
+        self.steps = steps
+'''
+
 def emit_source(arch: Architecture, report: Optional[StabilityReport] = None) -> str:
     """The standalone module text for ``pde2net compile``."""
     sch = arch.scheme
@@ -140,16 +155,7 @@ def flux(s: torch.Tensor) -> torch.Tensor:
     return {phi}
 {_PAD_HELPER if circular else ""}
 
-class {arch.class_name}(torch.nn.Module):
-    """{doc}
-    """
-
-    tau = {float(sch.tau)!r}
-
-    def __init__(self, steps: int = {sch.steps}) -> None:
-        super().__init__()
-        self.steps = steps
-
+{_class_header(arch, doc)}
 {methods}
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """u - tau D^T Phi(D u): skip connection + transposed conv of the activated conv."""
@@ -260,16 +266,7 @@ def flux(v: torch.Tensor) -> torch.Tensor:
     return v * ({g})
 {_PAD_DIM_HELPER if circular else ""}
 
-class {arch.class_name}(torch.nn.Module):
-    """{doc}
-    """
-
-    tau = {float(sch.tau)!r}
-
-    def __init__(self, steps: int = {sch.steps}) -> None:
-        super().__init__()
-        self.steps = steps
-
+{_class_header(arch, doc)}
     @staticmethod
     def W1(u: torch.Tensor) -> torch.Tensor:
         """Two-channel conv (the gradient): x weights {list(irx.weights)}, y weights {list(iry.weights)}, {irx.boundary} boundary."""
