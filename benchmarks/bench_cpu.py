@@ -362,6 +362,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="3 repetitions, 1D float32 only")
     p.add_argument("--no-optional", action="store_true", help="skip py-pde and Devito")
+    p.add_argument("--only", default="", help="comma-separated subset of 1D-f32,1D-f64,2D-f32,2D-f64")
     p.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -373,6 +374,9 @@ def main(argv=None) -> int:
     configs = [("1D", torch.float32), ("1D", torch.float64), ("2D", torch.float32), ("2D", torch.float64)]
     if args.quick:
         configs = configs[:1]
+    if args.only:
+        wanted = set(args.only.split(","))
+        configs = [(d, t) for d, t in configs if f"{d}-f{torch.finfo(t).bits}" in wanted]
     if not has_2d():
         configs = [c for c in configs if c[0] == "1D"]
     lines = [f"machine: {machine()}", f"torch threads: {torch.get_num_threads()}, "

@@ -157,6 +157,83 @@ def evaluate(op: Op, env: Mapping[str, Any], lib: Mapping[str, Callable]) -> Any
     return lib[k](*args)
 
 
+# --------------------------------------------------------------------- scalar (no NumPy)
+_SCALAR_UNARY: dict[str, Callable[[float], float]] = {
+    "exp": math.exp, "log": math.log, "abs": abs, "tanh": math.tanh, "sin": math.sin, "cos": math.cos,
+    "atan": math.atan, "sqrt": math.sqrt, "rsqrt": lambda x: 1.0 / math.sqrt(x),
+}
+
+
+def scalar_function(op: Op, var: str) -> Callable[[float], float]:
+    """The tree as a function float -> float of the one variable ``var``, for dense numeric
+    samples where NumPy is not loaded (``pde2net check`` starts faster without it).
+
+    Where Python raises and NumPy would give inf or nan (division by zero, overflow, a domain
+    error, a complex power) the result is nan: callers discard non-finite samples.
+    """
+    f = _scalar(op, var)
+
+    def safe(t: float) -> float:
+        try:
+            y = f(t)
+        except (ArithmeticError, ValueError):
+            return math.nan
+        return float(y) if isinstance(y, (float, int)) else math.nan
+
+    return safe
+
+
+def _scalar(op: Op, var: str) -> Callable[[float], Any]:
+    k = op.kind
+    if k == "const":
+        v = op.value
+        return lambda t: v
+    if k == "var":
+        if op.name != var:
+            raise UnsupportedExpression(f"free variable {op.name} (expected only {var})")
+        return lambda t: t
+    fs = [_scalar(a, var) for a in op.args]
+    if k in ("add", "mul"):
+        join = _scalar_add if k == "add" else _scalar_mul
+        out = fs[0]
+        for g in fs[1:]:  # left-associated, as evaluate()
+            out = join(out, g)
+        return out
+    if k == "div":
+        a, b = fs
+        return lambda t: a(t) / b(t)
+    if k == "neg":
+        a = fs[0]
+        return lambda t: -a(t)
+    if k == "pow":
+        a = fs[0]
+        if len(fs) == 1:
+            e = op.value
+            return lambda t: a(t) ** e
+        b = fs[1]
+        return lambda t: a(t) ** b(t)
+    if k in ("min", "max"):
+        a, b = fs
+        pick = min if k == "min" else max
+        return lambda t: _nan_or(pick, a(t), b(t))
+    fn = _SCALAR_UNARY[k]
+    a = fs[0]
+    return lambda t: fn(a(t))
+
+
+def _scalar_add(a: Callable, b: Callable) -> Callable[[float], Any]:
+    return lambda t: a(t) + b(t)
+
+
+def _scalar_mul(a: Callable, b: Callable) -> Callable[[float], Any]:
+    return lambda t: a(t) * b(t)
+
+
+def _nan_or(pick: Callable, x: float, y: float) -> float:
+    """``np.minimum``/``np.maximum`` semantics: nan if either argument is nan."""
+    return math.nan if x != x or y != y else pick(x, y)
+
+
 # ----------------------------------------------------------------------------- source text
 _PREC = {"add": 1, "neg": 2, "mul": 3, "div": 3, "pow": 5}
 

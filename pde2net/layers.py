@@ -84,6 +84,29 @@ def zero_padded_sum(x: torch.Tensor, left: int, right: int, coeffs: tuple[float,
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
+def zero_pad_stored(x: torch.Tensor, left: int, right: int, dim: int) -> torch.Tensor:
+    """``F.pad`` with zeros along ``dim``, written as a concatenation: the same values, but under
+    torch.compile on the CPU a concatenation is always stored (inductor's ``ConcatKernel``).
+
+    Used for the flux before ``D^T``: the flux (one division or more per point) is then computed
+    once per flux point and stored, and ``D^T`` reads the stored array with plain vector loads.
+    A padded read inside the fused kernel would instead recompute the flux for every tap of
+    ``D^T`` (twice per point for a two-point stencil) behind masked loads.
+    """
+    if left == right == 0:
+        return x
+    shape = list(x.shape)
+    parts = []
+    if left:
+        shape[dim] = left
+        parts.append(x.new_zeros(shape))
+    parts.append(x)
+    if right:
+        shape[dim] = right
+        parts.append(x.new_zeros(shape))
+    return torch.cat(parts, dim=dim)
+
+
 def scaled_weights(cache: dict, exact: tuple, scale) -> tuple[tuple[float, ...], float]:
     """``(scale * w_j for each exact weight, float(scale))``: formed exactly and rounded once.
 
@@ -160,8 +183,9 @@ class StencilPair(nn.Module):
         k = self.size
         starts = tuple(k - 1 - j for j in range(k))
         if self.adj_pad[2] == "zeros" and torch.compiler.is_compiling():
-            return zero_padded_sum(v, self.adj_pad[0], self.adj_pad[1], self.w2(scale), starts)
-        vp = pad_last(v, *self.adj_pad)
+            vp = zero_pad_stored(v, self.adj_pad[0], self.adj_pad[1], -1)
+        else:
+            vp = pad_last(v, *self.adj_pad)
         n = vp.shape[-1] - k + 1
         return shifted_sum(vp, self.w2(scale), starts, n)
 
@@ -371,7 +395,9 @@ class AxisPair(nn.Module):
             w = scaled_weights(self._w2, self._exact, scale)[1] * self.weight.to(dtype=v.dtype)
             y = F.conv_transpose2d(v.reshape(-1, 1, *v.shape[-2:]), w)
             return unpad_dim(y.reshape(*lead, *y.shape[-2:]), *self.pad, dim)
-        vp = pad_dim(v, *self.adj_pad, dim)
+        left, right, mode = self.adj_pad
+        vp = (zero_pad_stored(v, left, right, dim) if mode == "zeros" and torch.compiler.is_compiling()
+              else pad_dim(v, left, right, mode, dim))
         return shifted_sum_dim(vp, self.w2(scale), tuple(k - 1 - j for j in range(k)),
                                vp.shape[dim] - k + 1, dim)
 

@@ -21,7 +21,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
+
+def _np():
+    """NumPy, imported on first use (``pde2net check`` of a non-multigrid spec never needs it)."""
+    import numpy
+
+    return numpy
 
 
 class NumpyOps:
@@ -29,15 +34,15 @@ class NumpyOps:
 
     @staticmethod
     def cat(parts):
-        return np.concatenate(parts, axis=-1)
+        return _np().concatenate(parts, axis=-1)
 
     @staticmethod
     def zeros(like, width):
-        return np.zeros(like.shape[:-1] + (width,), dtype=like.dtype)
+        return _np().zeros(like.shape[:-1] + (width,), dtype=like.dtype)
 
     @staticmethod
     def arange(n, like):
-        return np.arange(n)
+        return _np().arange(n)
 
     @staticmethod
     def as_float(mask, like):
@@ -45,11 +50,11 @@ class NumpyOps:
 
     @staticmethod
     def eye(n, like):
-        return np.eye(n, dtype=like.dtype)
+        return _np().eye(n, dtype=like.dtype)
 
     @staticmethod
     def inv(a):
-        return np.linalg.inv(a)
+        return _np().linalg.inv(a)
 
 
 def transfer_kind(n: int, periodic: bool) -> str:
@@ -205,6 +210,7 @@ def vcycle(levels: list, level: int, x, f, pre: int, post: int, omega: float, pe
 def convergence_factor(apply_fine: "Callable", n: int, b: int, periodic: bool, levels: int, pre: int,
                        post: int, omega: float, iterations: int = 40, seed: int = 0) -> float:
     """The asymptotic error reduction per V-cycle (power iteration on the error, f = 0), NumPy."""
+    np = _np()
     like = np.zeros((1, n))
     hier = build_hierarchy(apply_fine, n, b, periodic, levels, NumpyOps, like)
     e = np.random.default_rng(seed).standard_normal((1, n))

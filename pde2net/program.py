@@ -107,14 +107,51 @@ def compile_steps(net: "torch.nn.Module") -> "torch.nn.Module":
     every iteration.  The exact scales (``tau``) are first rounded to floats by one eager block
     on a small input, so the compiled trace contains floats only.  Networks without ``block``
     are compiled whole.
+
+    The step is guarded (see :func:`_step_guards`) on the input, every tensor (parameters,
+    buffers), the global torch state and the network's own attributes (``net.tau``), but not on
+    the frozen IR inside it nor on library functions: those guards (about 200) cost more per
+    call than a small step.  Replacing a submodule or hook of a compiled network is not seen.
     """
     import torch
 
     if not callable(getattr(net, "block", None)):
         return torch.compile(net)
-    _prime_scales(net)
-    net.block = torch.compile(_own_code(net.block))
+    eager = net.block
+    _prime_scales(net, eager)
+    net.block = _CompiledStep(net, eager, torch.compile(_own_code(eager),
+                                                        options={"guard_filter_fn": _step_guards}))
     return net
+
+
+class _CompiledStep:
+    """The compiled ``block``; when ``net.tau`` has been replaced since the last call, one eager
+    step first rounds the new weights (the compiled step then recompiles on tau's identity and
+    traces floats, not sympy arithmetic)."""
+
+    def __init__(self, net: "torch.nn.Module", eager, compiled) -> None:
+        self.net, self.eager, self.compiled = net, eager, compiled
+        self.tau = getattr(net, "tau", None)
+
+    def __call__(self, u: "torch.Tensor") -> "torch.Tensor":
+        tau = getattr(self.net, "tau", None)
+        if tau is not self.tau:
+            _prime_scales(self.net, self.eager)
+            self.tau = tau
+        return self.compiled(u)
+
+
+def _step_guards(entries: list) -> list[bool]:
+    """Which of dynamo's guards on a compiled step to keep: every tensor guard (the input,
+    parameters, buffers), torch's global state (grad mode, default device, ...), and the
+    network's direct attributes (``self.tau``: its identity keys the rounded weights, so a new
+    tau recompiles).  Dropped: guards on globals (module functions) and on the frozen data below
+    the network (stencil IR, op trees, weight caches), which no public API changes."""
+    keep = []
+    for e in entries:
+        below_net = e.name.startswith("self") and (e.name.count(".") > 1 or "[" in e.name)
+        keep.append(e.guard_type == "TENSOR_MATCH" or not (e.is_global or below_net))
+    return keep
 
 
 def _own_code(method):
@@ -135,7 +172,7 @@ def _own_code(method):
     return types.MethodType(own, method.__self__)
 
 
-def _prime_scales(net: "torch.nn.Module") -> None:
+def _prime_scales(net: "torch.nn.Module", block) -> None:
     """One eager ``block`` on zeros of the spec's size (an optimisation only: failures are ignored)."""
     import torch
 
@@ -151,7 +188,7 @@ def _prime_scales(net: "torch.nn.Module") -> None:
                     device=like.device if like is not None else None)
     try:
         with torch.no_grad():
-            net.block(u)
+            block(u)
     except Exception:  # noqa: BLE001 - e.g. a multigrid hierarchy that wants another size
         pass
 

@@ -19,9 +19,8 @@ Each verdict rests on one statement of MATH.md, named in ``statement``:
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
 import sympy as sp
 
 from . import multigrid as mg
@@ -30,6 +29,9 @@ from .lower import FED, FSI, Architecture, Implicit, Multigrid, jacobi_width
 from .stability import (FluxFacts, StabilityReport, _base, _flux_hypotheses, _fmt, _le, float_down,
                         flux_facts, lipschitz, norm_bound)
 from .stencils import apply_adjoint_numpy, apply_numpy
+
+if TYPE_CHECKING:  # NumPy is loaded only for the multigrid factor (check starts faster)
+    import numpy as np
 
 MULTIGRID_MAX_N = 65537  # the factor is computed by power iteration in NumPy; beyond this, skipped
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import sympy as sp
+
+if TYPE_CHECKING:  # NumPy is loaded only by the dense helpers (check does not need it)
+    import numpy as np
 
 BOUNDARIES = ("neumann", "periodic", "dirichlet")
 
@@ -92,6 +94,8 @@ class Stencil:
 
     def matrix(self, n: int, boundary: str) -> np.ndarray:
         """The dense float64 matrix of D on n points (rows x n)."""
+        import numpy as np
+
         w = [float(x) for x in self.scaled]
         rows = self.output_size(n, boundary)
         if rows < 1:
@@ -214,6 +218,8 @@ def dot_test(stencil: Stencil, n: int, boundary: str, rng: np.random.Generator) 
 
 
 def _pad_numpy(x: np.ndarray, left: int, right: int, mode: str) -> np.ndarray:
+    import numpy as np
+
     if mode == "none" or left == right == 0:
         return x
     if mode == "circular":

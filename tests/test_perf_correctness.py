@@ -4,10 +4,13 @@
 - fused against conv in float32 (round-off), W2 rounded once from the exact product;
 - ``u - (tau D^T) v`` is bit for bit ``u + (-tau D^T) v`` (what the emitted source computes);
 - the cheaper range computation in stability equals sympy's ``minimum``/``maximum``;
-- ``pde2net check`` imports neither torch nor networkx (its start-up time, benchmarks/bench_compile.py).
+- ``pde2net check`` of an explicit spec imports neither torch, networkx nor NumPy (its start-up
+  time, benchmarks/bench_compile.py);
+- the scalar sampling that replaced NumPy in the stability cross-check against sympy's values.
 """
 import ast
 import json
+import math
 import subprocess
 import sys
 from fractions import Fraction
@@ -57,6 +60,48 @@ def test_compiled_step_matches_eager_and_dense_reference():
                           perona_malik(0.7), 0.2, 3)
     assert np.max(np.abs(got - eager)) <= 1e-13
     assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+
+
+def test_compiled_network_follows_a_new_tau_and_grad_mode():
+    """The compiled step keeps few guards (program._step_guards), but still the ones a user can
+    trip: a new ``net.tau`` recompiles with the new weights, and a step compiled under no_grad
+    recompiles (and differentiates) when called with grad enabled."""
+    prog = pm_program("dirichlet", tau="0.2", steps=2)
+    u0 = np.random.default_rng(3).standard_normal((2, 30))
+    d = dense_difference(binomial_weights(1), 0, 30, "dirichlet")
+    net = prog.module(compile=True)
+    with torch.no_grad():
+        net(torch.tensor(u0))
+        net.tau = sp.Rational(1, 10)
+        got = net(torch.tensor(u0)).numpy()
+    want = explicit_dense(u0, d, perona_malik(0.7), 0.1, 2)
+    assert np.linalg.norm(got - want) <= 1e-12 * np.linalg.norm(want)
+
+    x = torch.tensor(u0, requires_grad=True)
+    net(x).square().sum().backward()
+    eager = prog.module()
+    eager.tau = sp.Rational(1, 10)
+    y = torch.tensor(u0, requires_grad=True)
+    eager(y).square().sum().backward()
+    assert x.grad is not None and torch.allclose(x.grad, y.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", ["neumann", pytest.param("periodic", marks=pytest.mark.slow),
+                                      pytest.param("dirichlet", marks=pytest.mark.slow)])
+def test_compiled_2d_step_matches_dense_reference(boundary):
+    """2D under torch.compile (the flux stored once per node before the divergence) against the
+    Kronecker-product float64 reference."""
+    from reference import dense_gradient_2d, explicit_dense_2d
+
+    text = PM_SPEC.replace("field u(x)", "field u(x, y)").replace(
+        "equation dt(u) = dx( g(dx(u)^2) * dx(u) )",
+        "equation dt(u) = div( g(norm(grad(u))^2) * grad(u) )")
+    prog = pde2net.compile_text(text.format(boundary=boundary, h="1", tau="0.1", steps=3))
+    u0 = np.random.default_rng(4).standard_normal((2, 9, 11))
+    got = prog.module(compile=True)(torch.tensor(u0)).numpy()
+    gx, gy = dense_gradient_2d([-1.0, 1.0], 0, (9, 11), boundary)
+    want = explicit_dense_2d(u0, gx, gy, lambda s2: 1 / (1 + s2 / 0.49), 0.1, 3)
+    assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
 
 
 @pytest.mark.slow
@@ -166,12 +211,14 @@ from pde2net import cli
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = cli.main(sys.argv[1:])
-print(repr((code, sorted(m for m in ("torch", "networkx") if m in sys.modules))))
+print(repr((code, sorted(m for m in ("torch", "networkx", "numpy") if m in sys.modules))))
 """
 
 
 @pytest.mark.parametrize("extra", [[], ["--json"]])
-def test_check_imports_neither_torch_nor_networkx(extra):
+def test_check_imports_neither_torch_nor_networkx_nor_numpy(extra):
+    """For an explicit spec: NumPy (0.15 s of start-up) is loaded only by FED's Leja ordering and
+    multigrid's factor, never by the explicit scheme's check."""
     args = ["check", str(EXAMPLES / "perona_malik.pde")] + extra
     res = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
@@ -220,3 +267,45 @@ def test_zero_padded_sum_is_bitwise_the_padded_form(k, left, right, extra):
     want = shifted_sum(torch.nn.functional.pad(x, (left, right)), coeffs, starts, n + left + right - k + 1)
     got = zero_padded_sum(x, left, right, coeffs, starts)
     assert got.shape == want.shape and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dim", [-1, -2])
+@pytest.mark.parametrize("left,right", [(1, 1), (0, 1), (2, 0), (0, 0)])
+def test_zero_pad_stored_is_zero_padding(dim, left, right):
+    """The compiled path's padding by concatenation holds the values of F.pad (zeros around x)."""
+    from pde2net.layers import pad_dim, zero_pad_stored
+
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    got = zero_pad_stored(x, left, right, dim)
+    assert torch.equal(got, pad_dim(x, left, right, "zeros", dim))
+    n = x.shape[dim]
+    assert torch.equal(got.narrow(dim, left, n), x) and got.shape[dim] == n + left + right
+
+
+SAMPLED = {
+    "perona-malik": lambda s: s / (1 + s ** 2 / sp.Rational(49, 100)),
+    "pole": lambda s: 1 / s,
+    "sqrt of negative": lambda s: sp.sqrt(1 - s),
+    "log": lambda s: sp.log(s) * sp.tanh(s),
+    "overflow": lambda s: sp.exp(s ** 2) / (1 + s),
+    "min": lambda s: sp.Min(s, 2 - s ** 3),
+    "power": lambda s: (s - 2) ** sp.Rational(3, 2) + s ** -2,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLED))
+def test_scalar_function_matches_sympy_and_gives_nan_where_undefined(name):
+    """exprs.scalar_function against sympy's 30-digit value: equal to round-off where the value
+    is a finite real, nan where it is not (NumPy's inf/nan, which the sampler discards)."""
+    from pde2net import exprs
+
+    s = sp.Symbol("s", real=True)
+    e = SAMPLED[name](s)
+    f = exprs.scalar_function(exprs.lower_expr(e, {s: "s"}), "s")
+    for x in (0.0, 1e-9, 0.3, 1.0, 1.7, 2.0, 5.5, 30.0, 1e3, 1e8):
+        got = f(x)
+        exact = sp.N(e.subs(s, sp.Float(x, 30)), 30)
+        if exact.is_real and exact.is_finite and abs(float(exact)) < 1e300:
+            assert got == pytest.approx(float(exact), rel=1e-14, abs=1e-300), (name, x)
+        else:
+            assert math.isnan(got), (name, x, got)
