@@ -473,7 +473,16 @@ class DiffusionOperator2D(nn.Module):
     def explicit_step(self, u: torch.Tensor, tau) -> torch.Tensor:
         """``u - tau div(g(|grad u|^2) grad u)`` discretely: skip + transposed conv of the
         activated two-channel conv.  ``u - (tau D^T) v`` has the bits of ``u + (-tau D^T) v``
-        (IEEE rounding is symmetric) and runs no sympy negation per call (as in 1D)."""
+        (IEEE rounding is symmetric) and runs no sympy negation per call (as in 1D).
+
+        Under torch.compile the two channels are not stacked (a stack is stored on the CPU, one
+        more pass over memory): each channel's flux goes straight into its padded divergence
+        term: the same operations on the same values.
+        """
+        if torch.compiler.is_compiling():
+            dx, dy = self.px.D(u), self.py.D(u)
+            g = self.flux.g(dx * dx + dy * dy)
+            return u - (self.px.Dt(dx * g, tau) + self.py.Dt(dy * g, tau))
         return u - self.Dt(self.flux(self.D(u)), tau)
 
     def diffusivity(self, u: torch.Tensor) -> torch.Tensor:
