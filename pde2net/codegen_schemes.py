@@ -1,29 +1,40 @@
-"""Standalone source for FED, FSI, implicit and multigrid networks (1D).
+"""Standalone source for FED, FSI and implicit networks (1D and 2D) and multigrid (1D).
 
 Same habits as :mod:`pde2net.codegen`: built only from IR data (validated identifiers, numbers
 printed with ``repr(float)``), imports only torch, and computes what the live fused module
-computes in the same order: ``W1`` is D as shifted slices, ``Dt(v, w)`` the transposed
-correlation with a weight tuple ``w = scale * W1`` (formed exactly and rounded once, one tuple per
-layer in a table), and the scheme's loop reads like :mod:`pde2net.schemes`.  The multigrid U-net
-reuses the NumPy/torch-agnostic functions of :mod:`pde2net.multigrid` verbatim (our own code, not
-text from the .pde file) with a small torch adapter.
+computes in the same order:
+
+- ``W1`` is D as shifted slices (2D: the two-channel gradient ``(Dx u, Dy u)`` of
+  :class:`~pde2net.layers.DiffusionOperator2D`, the same lines as the explicit 2D source);
+- ``Dt(v, w)`` is the transposed correlation ``scale * D^T v`` with a weight tuple
+  ``w = scale * W1``, formed exactly (sympy) and rounded once, one tuple per layer in a table
+  (2D: the divergence ``Dtx(v_x, w_x) + Dty(v_y, w_y)``, ``w = (w_x, w_y)``, one tuple per axis,
+  as ``AxisPair.Dt``), summed by ``shifted_sum``, the printed twin of ``layers.shifted_sum_dim``;
+- the scheme's loop reads like :mod:`pde2net.schemes` and is the same text in 1D and 2D (the
+  operator interface is the same).  Only the Jacobi diagonal differs: in 2D
+  ``diag(tau grad^T G grad) = tau (Dx^2)^T g + tau (Dy^2)^T g``, each axis's squared weights
+  applied to the one-channel diffusivity g and summed (``frozen_diagonal``).
+
+The multigrid U-net (1D only, like the live network) reuses the NumPy/torch-agnostic functions of
+:mod:`pde2net.multigrid` verbatim (our own code, not text from the .pde file) with a small torch
+adapter.
 """
 from __future__ import annotations
 
 import ast
 import inspect
-import textwrap
 from pathlib import Path
 from typing import Optional
 
 from . import exprs
 from . import multigrid as mg
-from .analyse import python_name
 from .lower import FED, FSI, Architecture, Implicit, Multigrid, StencilIR
 from .stability import StabilityReport
+from .stencils import Stencil
 
 _NAMES = {"torch", "math", "flux", "diffusivity", "s", "u", "v", "n", "x", "self", "pad_last", "W1",
-          "Dt", "inner", "TorchOps", "mg", "F", "nn"}
+          "Dt", "inner", "TorchOps", "mg", "F", "nn", "shifted_sum"}
+_NAMES_2D_SCHEMES = {"Dtx", "Dty"}  # 2D only; codegen._NAMES_2D adds the flux's locals
 
 
 def _floats(values) -> str:
@@ -31,17 +42,53 @@ def _floats(values) -> str:
 
 
 def _weights(ir: StencilIR, scale) -> tuple[float, ...]:
-    """``scale * W1`` formed exactly (sympy) and rounded once, as layers.StencilPair.w2."""
+    """``scale * W1`` formed exactly (sympy) and rounded once, as layers.StencilPair/AxisPair.w2."""
     return tuple(float(scale * w) for w in ir.stencil.scaled)
 
 
 def _square_weights(ir: StencilIR, scale) -> tuple[float, ...]:
-    """``scale * W1^2`` (elementwise), the weights of diag(D^T G D), as layers.frozen_diagonal."""
-    return tuple(float(scale * w * w) for w in ir.stencil.scaled)
+    """``scale * W1^2`` (elementwise), the weights of diag(D^T G D): the squared stencil
+    ``(w_j^2, order 2m)`` built exactly as layers.frozen_diagonal builds it, rounded once."""
+    st = ir.stencil
+    square = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
+    return tuple(float(scale * w) for w in square.scaled)
+
+
+def _table(arch: Architecture, scale, square: bool = False) -> str:
+    """The printed weight tuple ``scale * W1`` (``square``: ``scale * W1^2``); in 2D the pair
+    ``(x tuple, y tuple)``, one per axis, as the generated ``Dt(v, w)`` takes it."""
+    rows = [_floats((_square_weights if square else _weights)(ir, scale)) for ir in arch.stencils]
+    return rows[0] if len(rows) == 1 else f"({', '.join(rows)})"
+
+
+def _def(signature: str, doc: str, lines: list[Optional[str]]) -> str:
+    """A generated module-level function: ``def signature:``, a one-line docstring, the lines."""
+    return f'def {signature}:\n    """{doc}"""\n' + "".join(f"    {line}\n" for line in lines if line)
+
+
+# The generated twin of layers.shifted_sum_dim: the transposed correlation with a weight tuple
+# chosen per layer at run time (a FED table), term by term in the live module's order and form.
+_SHIFTED_SUM = '''
+
+def shifted_sum(x: torch.Tensor, w: tuple, starts: tuple, n: int, dim: int) -> torch.Tensor:
+    """sum_j w_j x[s_j : s_j + n] along dim, left to right, zero weights skipped, 1 and -1 as x and -x."""
+    acc = None
+    for c, s in zip(w, starts):
+        if c == 0.0:
+            continue
+        t = x.narrow(dim, s, n)
+        if acc is None:
+            acc = t if c == 1.0 else -t if c == -1.0 else c * t
+        else:
+            acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t
+    return acc
+'''
+
+_INNER_SIGNATURE = "inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor"
 
 
 def _stencil_functions(ir: StencilIR) -> str:
-    """``W1(u)`` (D) and ``Dt(v, w)`` (the transposed correlation with weights w) as functions."""
+    """``W1(u)`` (D), ``Dt(v, w)`` (the transposed correlation with weights w) and ``inner``."""
     from .codegen import _pad_call, _slices
 
     k = ir.stencil.size
@@ -49,31 +96,46 @@ def _stencil_functions(ir: StencilIR) -> str:
     starts = tuple(k - 1 - j for j in range(k))
     d_body = [f"u = {d_pad}" if d_pad else None, f"n = u.shape[-1] - {k - 1}",
               f"return {_slices('u', ir.weights, tuple(range(k)))}"]
-    a_body = [f"v = {a_pad}" if a_pad else None, f"n = v.shape[-1] - {k - 1}", "acc = None",
-              f"for c, s in zip(w, {starts!r}):",
-              "    if c == 0.0:", "        continue", "    t = v[..., s:s + n]",
-              "    if acc is None:", "        acc = t if c == 1.0 else -t if c == -1.0 else c * t",
-              "    else:", "        acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t",
-              "return acc"]
-    return (
-        "def W1(u: torch.Tensor) -> torch.Tensor:\n"
-        f'    """Convolution D: weights {list(ir.weights)}, offset {ir.stencil.offset}, '
-        f'{ir.boundary} boundary."""\n'
-        + "".join(f"    {line}\n" for line in d_body if line)
-        + "\n\ndef Dt(v: torch.Tensor, w: tuple) -> torch.Tensor:\n"
-        '    """Transposed convolution with weights w = scale * W1: scale * D^T v."""\n'
-        + "".join(f"    {line}\n" for line in a_body if line)
-        + "\n\ndef inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:\n"
-        '    """Per-row inner product, shape (B, 1)."""\n'
-        "    return (a * b).sum(dim=-1, keepdim=True)\n"
-    )
+    a_body = [f"v = {a_pad}" if a_pad else None, f"n = v.shape[-1] - {k - 1}",
+              f"return shifted_sum(v, w, {starts!r}, n, -1)"]
+    return "\n\n".join([
+        _def("W1(u: torch.Tensor) -> torch.Tensor", f"Convolution D: weights {list(ir.weights)}, offset "
+             f"{ir.stencil.offset}, {ir.boundary} boundary.", d_body),
+        _def("Dt(v: torch.Tensor, w: tuple) -> torch.Tensor",
+             "Transposed convolution with weights w = scale * W1: scale * D^T v.", a_body),
+        _def(_INNER_SIGNATURE, "Per-row inner product, shape (B, 1).",
+             ["return (a * b).sum(dim=-1, keepdim=True)"]),
+    ])
+
+
+def _stencil_functions_2d(arch: Architecture) -> str:
+    """``W1(u)`` (the two-channel gradient), ``Dtx(v, w)`` / ``Dty(v, w)`` (one axis's transposed
+    correlation of one channel), ``Dt(v, w)`` (the divergence) and ``inner`` (per image)."""
+    from .codegen import _axis_dt_prep_lines, _grad_doc, _grad_lines
+
+    axes = []
+    for ir, name in zip(arch.stencils, ("Dtx", "Dty")):
+        k, axis = ir.stencil.size, name[-1]
+        starts = tuple(k - 1 - j for j in range(k))
+        axes.append(_def(f"{name}(v: torch.Tensor, w: tuple) -> torch.Tensor",
+                         f"scale * D{axis}^T v of one channel along {axis} (dim {ir.axis}), w = scale * "
+                         f"W1_{axis}, {ir.boundary} boundary (as AxisPair.Dt).",
+                         _axis_dt_prep_lines(ir, "v") + [f"return shifted_sum(v, w, {starts!r}, n, {ir.axis})"]))
+    return "\n\n".join([
+        _def("W1(u: torch.Tensor) -> torch.Tensor", _grad_doc(arch), _grad_lines(arch)), *axes,
+        _def("Dt(v: torch.Tensor, w: tuple) -> torch.Tensor",
+             "The divergence scale * (Dx^T v_x + Dy^T v_y), w = (scale * W1_x, scale * W1_y).",
+             ["return Dtx(v[..., 0, :, :], w[0]) + Dty(v[..., 1, :, :], w[1])"]),
+        _def(_INNER_SIGNATURE, "Per-image inner product over the grid, shape (B, 1, 1).",
+             ["return (a * b).sum(dim=(-2, -1), keepdim=True)"]),
+    ])
 
 
 def _scheme_body(arch: Architecture) -> tuple[str, str, str]:
     """(class attributes, the block method, a one-line description) for the scheme."""
     sch, ir = arch.scheme, arch.stencils[0]
     if isinstance(sch, FED):
-        rows = "".join(f"        {_floats(_weights(ir, -t))},  # tau_{i} = {float(t)!r}\n"
+        rows = "".join(f"        {_table(arch, -t)},  # tau_{i} = {float(t)!r}\n"
                        for i, t in zip(sch.order, sch.taus))
         attrs = (f"    tau_max = {float(sch.tau_max)!r}\n"
                  f"    # W2 = -tau_i W1 per block, FED step sizes in Leja order\n"
@@ -93,7 +155,7 @@ def _scheme_body(arch: Architecture) -> tuple[str, str, str]:
     if isinstance(sch, FSI):
         ab = "".join(f"        ({float(a)!r}, {float(1 - a)!r}),  # a_{k} = {a}\n"
                      for k, a in enumerate(sch.alphas))
-        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_floats(_weights(ir, -sch.tau))}  # -tau W1\n"
+        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_table(arch, -sch.tau)}  # -tau W1\n"
                  f"    # (a_k, 1 - a_k), a_k = (4k + 2) / (2k + 3)\n    AB = (\n{ab}    )\n")
         step = ("cur + Dt(G * W1(cur), self.W2)" if sch.update == "cycle"
                 else "cur + Dt(flux(W1(cur)), self.W2)")
@@ -106,9 +168,9 @@ def _scheme_body(arch: Architecture) -> tuple[str, str, str]:
                  "        return cur\n")
         return attrs, block, "FSI ResNet with a skip from two blocks back"
     if isinstance(sch, Implicit):
-        return _implicit_body(arch, sch, ir)
+        return _implicit_body(arch, sch)
     if isinstance(sch, Multigrid):
-        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
+        attrs = (f"    tau = {float(sch.tau)!r}\n    W2 = {_table(arch, sch.tau)}  # +tau W1\n"
                  f"    levels, pre, post, cycles, omega = {sch.levels}, {sch.pre}, {sch.post}, "
                  f"{sch.cycles}, {float(sch.omega)!r}\n"
                  f"    periodic, width = {ir.boundary == 'periodic'}, {ir.stencil.size - 1}\n")
@@ -138,10 +200,10 @@ def _scheme_body(arch: Architecture) -> tuple[str, str, str]:
     raise NotImplementedError(f"no source emitter for {type(sch).__name__}")
 
 
-def _implicit_body(arch: Architecture, sch: Implicit, ir: StencilIR) -> tuple[str, str, str]:
+def _implicit_body(arch: Architecture, sch: Implicit) -> tuple[str, str, str]:
     attrs = f"    tau = {float(sch.tau)!r}\n    iterations = {sch.iterations}\n"
     if sch.solver == "cg":
-        attrs += f"    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
+        attrs += f"    W2 = {_table(arch, sch.tau)}  # +tau W1\n"
         block = ('        """CG for (I + tau D^T G(u) D) x = u from x = 0 (lagged diffusivity)."""\n'
                  "        G, tiny = diffusivity(W1(u)), torch.finfo(u.dtype).tiny\n"
                  "        x, r = torch.zeros_like(u), u\n"
@@ -157,20 +219,26 @@ def _implicit_body(arch: Architecture, sch: Implicit, ir: StencilIR) -> tuple[st
                  "        return x\n")
         return attrs, block, "recurrent CG network"
     if sch.solver == "jacobi":
-        attrs += (f"    W2 = {_floats(_weights(ir, sch.tau))}  # +tau W1\n"
-                  f"    W2SQ = {_floats(_square_weights(ir, sch.tau))}  # tau W1^2: diag(tau D^T G D)\n"
+        attrs += (f"    W2 = {_table(arch, sch.tau)}  # +tau W1\n"
+                  f"    W2SQ = {_table(arch, sch.tau, square=True)}  # tau W1^2: diag(tau D^T G D)\n"
                   f"    omega = {float(sch.omega)!r}\n")
+        if len(arch.dims) == 1:
+            diag = ("        du = W1(u)\n"
+                    "        G = diffusivity(du)\n"
+                    "        G = G if isinstance(G, torch.Tensor) else torch.full_like(du, float(G))\n"
+                    "        diag = 1 + Dt(G, self.W2SQ)\n")
+        else:  # G is (B, 1, H, W): each axis's squared weights act on its one channel, then summed
+            diag = ("        G = diffusivity(W1(u))\n"
+                    "        g = G[..., 0, :, :]\n"
+                    "        diag = 1 + (Dtx(g, self.W2SQ[0]) + Dty(g, self.W2SQ[1]))\n")
         block = ('        """Damped Jacobi x <- x + omega (u - A x) / diag(A) from x = 0, A = I + tau D^T G D."""\n'
-                 "        du = W1(u)\n"
-                 "        G = diffusivity(du)\n"
-                 "        G = G if isinstance(G, torch.Tensor) else torch.full_like(du, float(G))\n"
-                 "        diag = 1 + Dt(G, self.W2SQ)\n"
-                 "        x = torch.zeros_like(u)\n"
+                 + diag
+                 + "        x = torch.zeros_like(u)\n"
                  "        for _ in range(self.iterations):\n"
                  "            x = x + self.omega * (u - x - Dt(G * W1(x), self.W2)) / diag\n"
                  "        return x\n")
         return attrs, block, "recurrent damped-Jacobi network"
-    attrs += f"    W2 = {_floats(_weights(ir, -sch.tau))}  # -tau W1\n"
+    attrs += f"    W2 = {_table(arch, -sch.tau)}  # -tau W1\n"
     block = ('        """Fixed point v <- u - tau D^T Phi(D v) from v = u (input skip every iteration)."""\n'
              "        v = u\n"
              "        for _ in range(self.iterations):\n"
@@ -197,27 +265,55 @@ def _multigrid_source() -> str:
     return "\n\n".join([_torch_ops_source()] + [inspect.getsource(f) for f in _MG_FUNCTIONS])
 
 
-def emit_scheme_source(arch: Architecture, report: Optional[StabilityReport] = None) -> str:
-    """The standalone module text for a FED, FSI, implicit or multigrid network (1D)."""
-    from .codegen import _PAD_HELPER, docstring
+def _functions(arch: Architecture, pnames: dict[str, str]) -> str:
+    """The generated module-level functions: flux, diffusivity, paddings and stencils (1D or 2D)."""
+    from .codegen import _PAD_DIM_HELPER, _PAD_HELPER, _SQUARED_LENGTH, _radial_source
 
-    if len(arch.dims) != 1:
-        raise NotImplementedError(f"no 2D source emitter for {type(arch.scheme).__name__} yet")
-    taken = set(_NAMES) | {arch.class_name}
-    pnames: dict[str, str] = {}
-    for name in arch.flux.params:
-        pnames[name] = python_name(name, taken)
-        taken.add(pnames[name])
-    env = {"s": "s", **pnames}
-    phi = exprs.to_source(arch.flux.op, env, "torch", frozenset(pnames))
-    g = exprs.to_source(arch.flux.ratio_op, env, "torch", frozenset(pnames))
-    ir = arch.stencils[0]
-    circular = "circular" in (ir.padding[2], ir.adjoint_padding[2])
-    params = "".join(f"{pnames[n]} = {v!r}  # param {n}\n" for n, v in arch.flux.params.items())
-    doc = docstring(arch, report).replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    doc = textwrap.indent(doc, "    ").lstrip()
+    circular = any("circular" in (ir.padding[2], ir.adjoint_padding[2]) for ir in arch.stencils)
+    if len(arch.dims) == 1:
+        env = {"s": "s", **pnames}
+        phi = exprs.to_source(arch.flux.op, env, "torch", frozenset(pnames))
+        g = exprs.to_source(arch.flux.ratio_op, env, "torch", frozenset(pnames))
+        return f'''
+def flux(s: torch.Tensor) -> torch.Tensor:
+    """Activation Phi(s) = {arch.flux.text}"""
+    return {phi}
+
+
+def diffusivity(s: torch.Tensor) -> torch.Tensor:
+    """g = Phi(s)/s (finite at s = 0), frozen by the cycle / lagged by the implicit step."""
+    return {g}
+{_PAD_HELPER if circular else ""}{_SHIFTED_SUM}
+
+{_stencil_functions(arch.stencils[0])}'''
+    # 2D: g(|v|^2) is always a tensor of the nodes' shape (the constant g of linear diffusion is
+    # broadcast), and the flux is v * g: both exactly as layers.VectorFlux builds them from its g
+    return f'''
+def diffusivity(v: torch.Tensor) -> torch.Tensor:
+    """g(|v|^2) per node, shape (..., 1, H, W), radial profile Phi(s) = {arch.flux.text}: frozen by the cycle / lagged by the implicit step."""
+{_SQUARED_LENGTH}    g = {_radial_source(arch, pnames)}
+    return g if isinstance(g, torch.Tensor) and g.shape == s2.shape else g + torch.zeros_like(s2)
+
+
+def flux(v: torch.Tensor) -> torch.Tensor:
+    """Vector activation g(|v|^2) v (the two channels coupled through |v|^2 only)."""
+    return v * diffusivity(v)
+{_PAD_DIM_HELPER if circular else ""}{_SHIFTED_SUM}
+
+{_stencil_functions_2d(arch)}'''
+
+
+def emit_scheme_source(arch: Architecture, report: Optional[StabilityReport] = None) -> str:
+    """The standalone module text for a FED, FSI or implicit network (1D or 2D) or a multigrid
+    network (1D: there is no 2D multigrid network to mirror)."""
+    from .codegen import _FORWARD, _NAMES_2D, _class_doc, _param_lines
+
+    sch, ndim = arch.scheme, len(arch.dims)
+    if ndim != 1 and isinstance(sch, Multigrid):
+        raise NotImplementedError("no 2D source emitter for Multigrid (multigrid is 1D only)")
+    taken = _NAMES | {arch.class_name} | (_NAMES_2D | _NAMES_2D_SCHEMES if ndim == 2 else set())
+    pnames, params = _param_lines(arch, taken)
     attrs, block, what = _scheme_body(arch)
-    sch = arch.scheme
     mg_src = _multigrid_source() if isinstance(sch, Multigrid) else ""
     cache = "        self._cache = {}\n" if isinstance(sch, Multigrid) else ""
     return f'''"""{arch.class_name}: a PyTorch network generated by pde2net ({what}). Imports only torch.
@@ -227,22 +323,11 @@ dt(u) = {arch.equation_text}
 import torch
 
 {params}
-
-def flux(s: torch.Tensor) -> torch.Tensor:
-    """Activation Phi(s) = {arch.flux.text}"""
-    return {phi}
-
-
-def diffusivity(s: torch.Tensor) -> torch.Tensor:
-    """g = Phi(s)/s (finite at s = 0), frozen by the cycle / lagged by the implicit step."""
-    return {g}
-{_PAD_HELPER if circular else ""}
-
-{_stencil_functions(ir)}
+{_functions(arch, pnames)}
 {mg_src}
 
 class {arch.class_name}(torch.nn.Module):
-    """{doc}
+    """{_class_doc(arch, report)}
     """
 
 {attrs}
@@ -252,13 +337,7 @@ class {arch.class_name}(torch.nn.Module):
 {cache}
     def block(self, u: torch.Tensor) -> torch.Tensor:
 {block}
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Input (N,), (B, N) or (B, 1, N), any float dtype/device; output the same shape."""
-        rows = u.reshape(-1, u.shape[-1])
-        for _ in range(self.steps):
-            rows = self.block(rows)
-        return rows.reshape(u.shape)
-'''
+{_FORWARD[ndim]}'''
 
 
 def describe_scheme(arch: Architecture) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import sympy as sp
 
@@ -34,8 +34,16 @@ class Op:
     name: str = ""
 
 
-def lower_expr(expr: sp.Expr, variables: Mapping[sp.Symbol, str]) -> Op:
-    """Translates ``expr`` into an :class:`Op` tree; ``variables`` names its free symbols."""
+def lower_expr(expr: sp.Expr, variables: Mapping[sp.Symbol, str],
+               fields: Optional[frozenset[sp.Symbol]] = None) -> Op:
+    """Translates ``expr`` into an :class:`Op` tree; ``variables`` names its free symbols.
+
+    ``fields``: the symbols that are arrays at run time (the others, params, are scalars).  When
+    given, a denominator free of them is applied as a multiplication by its reciprocal,
+    ``x * (1 / lambda^2)`` for ``x / lambda^2``: the reciprocal is one scalar operation per call
+    instead of one division per grid point (a division costs several multiplications), at a
+    difference of round-off only.  Every backend evaluates the same tree, so they still agree.
+    """
     if expr.is_Symbol:
         if expr not in variables:
             raise UnsupportedExpression(f"free symbol {expr} has no name")
@@ -46,16 +54,16 @@ def lower_expr(expr: sp.Expr, variables: Mapping[sp.Symbol, str]) -> Op:
             raise UnsupportedExpression(f"constant {expr} is not a finite real number")
         return Op("const", value=float(v.real))
     if expr.is_Add:
-        return Op("add", tuple(lower_expr(a, variables) for a in expr.args))
+        return Op("add", tuple(lower_expr(a, variables, fields) for a in expr.args))
     if expr.is_Mul:
-        return _lower_mul(expr, variables)
+        return _lower_mul(expr, variables, fields)
     if expr.is_Pow:
-        return _lower_pow(expr.base, expr.exp, variables)
+        return _lower_pow(expr.base, expr.exp, variables, fields)
     if expr.func in UNARY:
-        return Op(UNARY[expr.func], (lower_expr(expr.args[0], variables),))
+        return Op(UNARY[expr.func], (lower_expr(expr.args[0], variables, fields),))
     if isinstance(expr, (sp.Min, sp.Max)):
         kind = "min" if isinstance(expr, sp.Min) else "max"
-        args = [lower_expr(a, variables) for a in expr.args]
+        args = [lower_expr(a, variables, fields) for a in expr.args]
         out = args[0]
         for a in args[1:]:
             out = Op(kind, (out, a))
@@ -63,25 +71,29 @@ def lower_expr(expr: sp.Expr, variables: Mapping[sp.Symbol, str]) -> Op:
     raise UnsupportedExpression(f"cannot emit {type(expr).__name__}: {expr}")
 
 
-def _lower_mul(expr: sp.Expr, variables) -> Op:
+def _lower_mul(expr: sp.Expr, variables, fields) -> Op:
     coeff, factors = expr.as_coeff_mul()
-    num, den = [], []
+    num, den, scalar_den = [], [], []
     for f in factors:
         if f.is_Pow and f.exp.is_Number and f.exp < 0:
-            den.append(_lower_pow(f.base, -f.exp, variables))
+            scalar = fields is not None and not (f.free_symbols & fields)
+            (scalar_den if scalar else den).append(_lower_pow(f.base, -f.exp, variables, fields))
         else:
-            num.append(lower_expr(f, variables))
+            num.append(lower_expr(f, variables, fields))
     sign = -1 if coeff < 0 else 1
     if abs(coeff) != 1 or not num:
         num.insert(0, Op("const", value=float(abs(coeff))))
+    if scalar_den:
+        product = scalar_den[0] if len(scalar_den) == 1 else Op("mul", tuple(scalar_den))
+        num.append(Op("div", (Op("const", value=1.0), product)))
     top = num[0] if len(num) == 1 else Op("mul", tuple(num))
     if den:
         top = Op("div", (top, den[0] if len(den) == 1 else Op("mul", tuple(den))))
     return Op("neg", (top,)) if sign < 0 else top
 
 
-def _lower_pow(base: sp.Expr, exp: sp.Expr, variables) -> Op:
-    b = lower_expr(base, variables)
+def _lower_pow(base: sp.Expr, exp: sp.Expr, variables, fields=None) -> Op:
+    b = lower_expr(base, variables, fields)
     if exp == sp.Rational(1, 2):
         return Op("sqrt", (b,))
     if exp == sp.Rational(-1, 2):
@@ -94,7 +106,7 @@ def _lower_pow(base: sp.Expr, exp: sp.Expr, variables) -> Op:
         return Op("pow", (b,), value=int(exp))
     if exp.is_number:
         return Op("pow", (b,), value=float(exp))
-    return Op("pow", (b, lower_expr(exp, variables)))
+    return Op("pow", (b, lower_expr(exp, variables, fields)))
 
 
 # ------------------------------------------------------------------------------ evaluation

@@ -199,12 +199,12 @@ def lower_flux(model: Model) -> FluxIR:
 
 def _lower_flux(model: Model) -> FluxIR:
     names = {S: "s", **{sym: name for name, sym in model.param_symbols.items()}}
-    op = exprs.lower_expr(model.flux, names)
+    op = exprs.lower_expr(model.flux, names, frozenset({S}))
     params = {name: float(v) for name, v in model.params.items()}
     ratio = sp.cancel(model.flux / S) if model.flux.is_rational_function(S) else model.flux / S
     radial, radial_op = lower_radial(ratio, names) if model.ndim == 2 else (None, None)
     return FluxIR(model.flux, op, params, show(model.flux.xreplace({S: sp.Symbol("s")})),
-                  ratio, exprs.lower_expr(ratio, names), radial, radial_op)
+                  ratio, exprs.lower_expr(ratio, names, frozenset({S})), radial, radial_op)
 
 
 S2 = sp.Symbol("s2", nonnegative=True)
@@ -215,7 +215,7 @@ def lower_radial(ratio: sp.Expr, names: dict) -> tuple[sp.Expr, exprs.Op]:
     ``|grad u|^2``, so the vector activation ``g(vx^2 + vy^2) (vx, vy)`` needs no square root
     (Phi(s)/s is even for the radial profiles the 2D recogniser builds, so s = +sqrt(s2) is exact)."""
     g2 = sp.powsimp(ratio.xreplace({S: sp.sqrt(S2)}), force=False)
-    return g2, exprs.lower_expr(g2, {**names, S2: "s2"})
+    return g2, exprs.lower_expr(g2, {**names, S2: "s2"}, frozenset({S2}))
 
 
 def lower_stencils(model: Model) -> tuple[StencilIR, ...]:

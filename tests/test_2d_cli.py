@@ -146,12 +146,31 @@ def test_progress_bar_only_on_a_terminal(examples_dir, tmp_path, monkeypatch, ca
     assert np.array_equal(np.load(out), np.load(tmp_path / "b.npy"))
 
 
-def test_compile_2d_fed_is_refused_cleanly(tmp_path, capsys):
+def test_compile_2d_fed_writes_a_module_equal_to_the_live_one(tmp_path, capsys):
+    import importlib.util
+
     p = tmp_path / "fed.pde"
     p.write_text(SPEC.replace("scheme explicit(tau = 0.2, steps = 6)",
                               "scheme fed(tau_max = 0.2, cycles = 1, cycle_length = 4)"))
+    out = tmp_path / "fed_net.py"
+    assert main(["compile", str(p), "-o", str(out)]) == 0
+    assert "class PmImg" in capsys.readouterr().err
+    modspec = importlib.util.spec_from_file_location("fed_net", out)
+    mod = importlib.util.module_from_spec(modspec)
+    modspec.loader.exec_module(mod)
+    u = torch.randn(2, 9, 12, dtype=torch.float64)
+    prog = pde2net.load(p)
+    assert torch.equal(mod.PmImg()(u), prog.module(dtype=torch.float64)(u))
+    # the live module runs it too
+    assert main(["run", str(p), "--output", str(tmp_path / "o.npy")]) == 0
+
+
+def test_compile_2d_multigrid_is_refused_cleanly(tmp_path, capsys):
+    """There is no 2D multigrid network (live or generated): refused at the scheme, exit 2."""
+    p = tmp_path / "mg.pde"
+    p.write_text(SPEC.replace("diffusivity g(s2) = 1 / (1 + s2 / lambda^2)\n", "")
+                 .replace("div( g(norm(grad(u))^2) * grad(u) )", "laplace(u)")
+                 .replace("explicit(tau = 0.2, steps = 6)", "multigrid(tau = 1, steps = 1)"))
     assert main(["compile", str(p)]) == 2
     err = capsys.readouterr().err
-    assert "fed.pde:9:1" in err and "2D source emitter" in err and "Traceback" not in err
-    # the live module runs it
-    assert main(["run", str(p), "--output", str(tmp_path / "o.npy")]) == 0
+    assert "mg.pde:8:1" in err and "1D fields only" in err and "Traceback" not in err

@@ -309,3 +309,34 @@ def test_scalar_function_matches_sympy_and_gives_nan_where_undefined(name):
             assert got == pytest.approx(float(exact), rel=1e-14, abs=1e-300), (name, x)
         else:
             assert math.isnan(got), (name, x, got)
+
+
+def _divisions(op):
+    """(divisor, ...) of every div node of an op tree."""
+    out = [op.args[1]] if op.kind == "div" else []
+    for a in op.args:
+        out += _divisions(a)
+    return out
+
+
+def _uses_var(op, name: str) -> bool:
+    return (op.kind == "var" and op.name == name) or any(_uses_var(a, name) for a in op.args)
+
+
+def test_param_denominators_become_one_reciprocal_per_call():
+    """s / (1 + s^2/lambda^2): one division per point (by the field-dependent 1 + ...), lambda^2 as
+    a reciprocal computed once per call; the value agrees with sympy to a few ulp."""
+    from pde2net import exprs
+
+    s, lam = sp.Symbol("s", real=True), sp.Symbol("lambda", positive=True)
+    phi = s / (1 + s ** 2 / lam ** 2)
+    op = exprs.lower_expr(phi, {s: "s", lam: "lambda"}, frozenset({s}))
+    divisors = _divisions(op)
+    assert sum(_uses_var(d, "s") for d in divisors) == 1
+    assert [d for d in divisors if not _uses_var(d, "s")] == [exprs.Op("pow", (exprs.Op("var", name="lambda"),), 2)]
+    plain = exprs.lower_expr(phi, {s: "s", lam: "lambda"})  # no fields given: unchanged lowering
+    assert sum(_uses_var(d, "s") for d in _divisions(plain)) == 1 and len(_divisions(plain)) == 2
+    x = np.linspace(-30, 30, 1001)
+    got = exprs.evaluate(op, {"s": x, "lambda": 0.7}, exprs.LIBS["numpy"]())
+    want = np.array([float(phi.subs({s: sp.Float(v, 30), lam: sp.Rational(7, 10)}).evalf(30)) for v in x])
+    assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-300)) <= 4 * np.finfo(float).eps
