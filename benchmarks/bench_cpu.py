@@ -226,6 +226,7 @@ class Row:
         self.steps = 5
         self.samples: list[float] = []
         self.err: Optional[float] = None
+        self.faults = 0
 
 
 def to_numpy(x) -> np.ndarray:
@@ -251,13 +252,23 @@ def calibrate(rows: list[Row]) -> None:
         r.steps = int(min(400, max(3, SAMPLE_SECONDS / max(per_step, 1e-9))))
 
 
+def minor_faults() -> int:
+    """Page faults of this process so far (first touches of freshly mapped memory)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(rows: list[Row], reps: int) -> None:
+    """Alternating samples; also counts page faults per step (a row that allocates large
+    temporaries can fault on every step once glibc returns freed memory to the system)."""
     with torch.no_grad():
         for _ in range(reps):
             for r in rows:
-                t0 = time.perf_counter()
+                f0, t0 = minor_faults(), time.perf_counter()
                 r.run(r.steps)
                 r.samples.append((time.perf_counter() - t0) / (r.steps * r.points) * 1e9)
+                r.faults += minor_faults() - f0
 
 
 def table(rows: list[Row]) -> list[str]:
@@ -266,11 +277,12 @@ def table(rows: list[Row]) -> list[str]:
     best = min(statistics.median(r.samples) for r in rows)
     best_min = min(min(r.samples) for r in rows)
     out = ["| row | ns / point-step (median) | min - max | x fastest (medians) | x fastest (minima) "
-           "| steps/sample | max err | note |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+           "| steps/sample | page faults/step | max err | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         med = statistics.median(r.samples)
         out.append(f"| {r.name} | {med:.3f} | {min(r.samples):.3f} - {max(r.samples):.3f} | "
-                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {r.steps} | {r.err:.1e} | {r.note} |")
+                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {r.steps} | "
+                   f"{r.faults / (r.steps * len(r.samples)):.0f} | {r.err:.1e} | {r.note} |")
     return out
 
 

@@ -372,7 +372,8 @@ class AxisPair(nn.Module):
         """``scale * W1``, formed exactly and rounded once (as the source prints it)."""
         return scaled_weights(self._w2, self._exact, scale)[0]
 
-    def D(self, u: torch.Tensor) -> torch.Tensor:
+    def D(self, u: torch.Tensor, zero_rows: bool = True) -> torch.Tensor:
+        """D along the axis; ``zero_rows=False`` (neumann): the complete-stencil rows only."""
         k, dim = self.size, self.dim
         up = pad_dim(u, *self.pad, dim)
         if self.backend == "conv":
@@ -381,23 +382,28 @@ class AxisPair(nn.Module):
             d = d.reshape(*lead, *d.shape[-2:])
         else:
             d = shifted_sum_dim(up, self.w1, tuple(range(k)), up.shape[dim] - k + 1, dim)
-        if self.neumann and k > 1:  # zero flux where the stencil leaves the grid
+        if self.neumann and k > 1 and zero_rows:  # zero flux where the stencil leaves the grid
             d = pad_dim(d, self.offset, k - 1 - self.offset, "zeros", dim)
         return d
 
-    def Dt(self, v: torch.Tensor, scale=1) -> torch.Tensor:
-        """``scale * D^T v``: crop the zero rows (neumann), then the transposed correlation."""
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The complete-stencil rows of a node array (neumann; all rows otherwise): what D^T
+        reads of its argument, the others being D's zero rows."""
         k, dim = self.size, self.dim
-        if self.neumann and k > 1:
-            v = v.narrow(dim, self.offset, v.shape[dim] - k + 1)
+        return x.narrow(dim, self.offset, x.shape[dim] - k + 1) if self.neumann and k > 1 else x
+
+    def Dt(self, v: torch.Tensor, scale=1, cropped: bool = False) -> torch.Tensor:
+        """``scale * D^T v``: crop the zero rows (neumann; ``cropped``: v holds only the
+        complete-stencil rows already), then the transposed correlation."""
+        k, dim = self.size, self.dim
+        if not cropped:
+            v = self.rows(v)
         if self.backend == "conv":
             lead = v.shape[:-2]
             w = scaled_weights(self._w2, self._exact, scale)[1] * self.weight.to(dtype=v.dtype)
             y = F.conv_transpose2d(v.reshape(-1, 1, *v.shape[-2:]), w)
             return unpad_dim(y.reshape(*lead, *y.shape[-2:]), *self.pad, dim)
-        left, right, mode = self.adj_pad
-        vp = (zero_pad_stored(v, left, right, dim) if mode == "zeros" and torch.compiler.is_compiling()
-              else pad_dim(v, left, right, mode, dim))
+        vp = pad_dim(v, *self.adj_pad, dim)
         return shifted_sum_dim(vp, self.w2(scale), tuple(k - 1 - j for j in range(k)),
                                vp.shape[dim] - k + 1, dim)
 
@@ -475,14 +481,23 @@ class DiffusionOperator2D(nn.Module):
         activated two-channel conv.  ``u - (tau D^T) v`` has the bits of ``u + (-tau D^T) v``
         (IEEE rounding is symmetric) and runs no sympy negation per call (as in 1D).
 
-        Under torch.compile the two channels are not stacked (a stack is stored on the CPU, one
-        more pass over memory): each channel's flux goes straight into its padded divergence
-        term: the same operations on the same values.
+        Under torch.compile the same operations on the same values, arranged for one kernel
+        whose only allocation is the output: the two channels are not stacked (on the CPU a stack
+        is stored: a temporary of twice the image), and with neumann each channel's flux is formed
+        on the complete-stencil rows that D^T reads, ``rows(D u) * rows(g)``, rather than padded
+        with D's zero rows and cropped again (inductor would mask every load of the padded form;
+        in float64 that doubled the step).  Storing each channel's flux, as 1D does
+        (:func:`zero_pad_stored`), saves divisions but allocates two image-sized temporaries per
+        step, which page-fault on every step once glibc returns freed memory to the system (see
+        the page-fault column of benchmarks/bench_cpu.py).
         """
         if torch.compiler.is_compiling():
-            dx, dy = self.px.D(u), self.py.D(u)
+            px, py = self.px, self.py
+            dx, dy = px.D(u), py.D(u)
             g = self.flux.g(dx * dx + dy * dy)
-            return u - (self.px.Dt(dx * g, tau) + self.py.Dt(dy * g, tau))
+            fx = px.D(u, zero_rows=False) * px.rows(g)  # = rows(dx * g): no zero rows to mask
+            fy = py.D(u, zero_rows=False) * py.rows(g)
+            return u - (px.Dt(fx, tau, cropped=True) + py.Dt(fy, tau, cropped=True))
         return u - self.Dt(self.flux(self.D(u)), tau)
 
     def diffusivity(self, u: torch.Tensor) -> torch.Tensor:

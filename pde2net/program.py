@@ -8,6 +8,7 @@ stability report (symbolic, ~0.5 s) is computed on first use; building the modul
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -154,20 +155,26 @@ def _step_guards(entries: list) -> list[bool]:
     return keep
 
 
+_CODE_IDS = itertools.count()
+
+
 def _own_code(method):
-    """The bound method with a private copy of its code object.
+    """The bound method with a private copy of its code object, under a name of its own.
 
     Dynamo keeps its compiled graphs, and a limit of 8 recompilations, per code object; every
     generated network is a new class, so networks sharing ``DiffusionNet.block``'s code would
-    each recompile it and, from the ninth network in a process on, silently run eagerly.
+    each recompile it and, from the ninth network in a process on, silently run eagerly.  Its
+    shape profile (automatic dynamic shapes) is kept per (file, line, name): with the shared name,
+    a network first called on another shape than the previous network compiled a shape-generic,
+    about twice slower kernel (measured: 2D after 1D, 5.1 against 2.6 ns per point-step).
     """
     import types
 
     if not isinstance(method, types.MethodType):
         return method
     fn = method.__func__
-    own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__,
-                             fn.__closure__)
+    code = fn.__code__.replace(co_name=f"{fn.__code__.co_name}_{next(_CODE_IDS)}")
+    own = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     own.__qualname__, own.__doc__ = fn.__qualname__, fn.__doc__
     return types.MethodType(own, method.__self__)
 

@@ -86,20 +86,23 @@ def test_compiled_network_follows_a_new_tau_and_grad_mode():
     assert x.grad is not None and torch.allclose(x.grad, y.grad, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("boundary", ["neumann", pytest.param("periodic", marks=pytest.mark.slow),
-                                      pytest.param("dirichlet", marks=pytest.mark.slow)])
-def test_compiled_2d_step_matches_dense_reference(boundary):
-    """2D under torch.compile (the flux stored once per node before the divergence) against the
-    Kronecker-product float64 reference."""
+@pytest.mark.parametrize("boundary,stencil", [
+    ("neumann", "forward"), ("neumann", "central"), pytest.param("periodic", "forward", marks=pytest.mark.slow),
+    pytest.param("dirichlet", "forward", marks=pytest.mark.slow)])
+def test_compiled_2d_step_matches_dense_reference(boundary, stencil):
+    """2D under torch.compile (one kernel; for neumann the flux formed on the complete-stencil
+    rows only, as D^T reads it) against the Kronecker-product float64 reference."""
     from reference import dense_gradient_2d, explicit_dense_2d
 
     text = PM_SPEC.replace("field u(x)", "field u(x, y)").replace(
         "equation dt(u) = dx( g(dx(u)^2) * dx(u) )",
-        "equation dt(u) = div( g(norm(grad(u))^2) * grad(u) )")
+        "equation dt(u) = div( g(norm(grad(u))^2) * grad(u) )").replace(
+        "boundary {boundary}", f"boundary {{boundary}}\nstencil {stencil}")
     prog = pde2net.compile_text(text.format(boundary=boundary, h="1", tau="0.1", steps=3))
     u0 = np.random.default_rng(4).standard_normal((2, 9, 11))
     got = prog.module(compile=True)(torch.tensor(u0)).numpy()
-    gx, gy = dense_gradient_2d([-1.0, 1.0], 0, (9, 11), boundary)
+    weights, offset = ([-1.0, 1.0], 0) if stencil == "forward" else ([-0.5, 0.0, 0.5], 1)
+    gx, gy = dense_gradient_2d(weights, offset, (9, 11), boundary)
     want = explicit_dense_2d(u0, gx, gy, lambda s2: 1 / (1 + s2 / 0.49), 0.1, 3)
     assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
 
@@ -340,3 +343,31 @@ def test_param_denominators_become_one_reciprocal_per_call():
     got = exprs.evaluate(op, {"s": x, "lambda": 0.7}, exprs.LIBS["numpy"]())
     want = np.array([float(phi.subs({s: sp.Float(v, 30), lam: sp.Rational(7, 10)}).evalf(30)) for v in x])
     assert np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-300)) <= 4 * np.finfo(float).eps
+
+
+def test_a_second_network_on_another_shape_compiles_a_static_kernel():
+    """Each compiled network has its own shape profile: one first called on (2, 57) after another
+    ran on (3, 40) is compiled for its shape, not as a shape-generic (slower) kernel."""
+    import logging
+
+    marked = []
+
+    class Spy(logging.Handler):
+        def emit(self, record):
+            if "as dynamic" in record.getMessage():
+                marked.append(record.getMessage())
+
+    log = logging.getLogger("torch.fx.experimental.symbolic_shapes")  # where dynamo says so
+    spy, level = Spy(level=logging.INFO), log.level
+    log.addHandler(spy)
+    log.setLevel(logging.INFO)
+    try:
+        pm_program(tau="0.21").module(compile=True)(torch.randn(3, 40, dtype=torch.float64))
+        prog = pm_program(tau="0.22", steps=2)
+        u = torch.randn(2, 57, dtype=torch.float64)
+        got = prog.module(compile=True)(u)
+    finally:
+        log.removeHandler(spy)
+        log.setLevel(level)
+    assert marked == []
+    assert torch.allclose(got, prog.module()(u), rtol=0, atol=1e-13)
