@@ -290,7 +290,9 @@ def diffusivity(s: torch.Tensor) -> torch.Tensor:
     # broadcast), and the flux is v * g: both exactly as layers.VectorFlux builds them from its g
     return f'''
 def diffusivity(v: torch.Tensor) -> torch.Tensor:
-    """g(|v|^2) per node, shape (..., 1, H, W), radial profile Phi(s) = {arch.flux.text}: frozen by the cycle / lagged by the implicit step."""
+    """g(|v|^2) per node, shape (..., 1, H, W), radial profile Phi(s) = {arch.flux.text}.
+
+    Frozen by the cycle / lagged by the implicit step."""
 {_SQUARED_LENGTH}    g = {_radial_source(arch, pnames)}
     return g if isinstance(g, torch.Tensor) and g.shape == s2.shape else g + torch.zeros_like(s2)
 

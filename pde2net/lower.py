@@ -352,10 +352,10 @@ def galerkin_kernel(a: tuple[sp.Expr, ...], r: tuple[sp.Expr, ...]) -> tuple[sp.
     for e in range(-bc, bc + 1):
         tot = sp.Integer(0)
         for k in range(kr):
-            for l in range(kr):
-                d = 2 * e + l - k
+            for j in range(kr):
+                d = 2 * e + j - k
                 if -b <= d <= b:
-                    tot += 2 * r[k] * r[l] * a[d + b]
+                    tot += 2 * r[k] * r[j] * a[d + b]
         out[e] = tot
     while bc > 0 and out[bc] == 0 and out[-bc] == 0:
         bc -= 1

@@ -79,8 +79,8 @@ class Program:
             return codegen.emit_source(self.arch, self.stability)
         except NotImplementedError as exc:  # a missing emitter is a limit of this version: say where
             raise self.model.error(f"cannot emit standalone source: {exc}", "scheme",
-                                   "a scheme with a source emitter (every scheme but 2D multigrid), or the live module "
-                                   "(pde2net run / prog.module())") from None
+                                   "a scheme with a source emitter (every scheme but 2D multigrid), "
+                                   "or the live module (pde2net run / prog.module())") from None
 
 
 class LazyDoc:
