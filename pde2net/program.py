@@ -118,11 +118,28 @@ def compile_steps(net: "torch.nn.Module") -> "torch.nn.Module":
 
     if not callable(getattr(net, "block", None)):
         return torch.compile(net)
+    _warn_if_blocks_exceed_recompile_limit(net)
     eager = net.block
     _prime_scales(net, eager)
     net.block = _CompiledStep(net, eager, torch.compile(_own_code(eager),
                                                         options={"guard_filter_fn": _step_guards}))
     return net
+
+
+def _warn_if_blocks_exceed_recompile_limit(net: "torch.nn.Module") -> None:
+    """A trainable network with a parameter set per block (``shared=False``) calls its step with
+    the block index, which dynamo specialises on: past its recompile limit the remaining blocks
+    run eagerly.  Say so when the network is built, not deep in a training run."""
+    import warnings
+
+    import torch
+
+    limit = getattr(torch._dynamo.config, "recompile_limit", 8)
+    if getattr(net, "shared", True) is False and getattr(net, "steps", 0) > limit:
+        warnings.warn(f"compile=True compiles the first {limit} of the {net.steps} blocks of this "
+                      f"trainable network (one graph per block, dynamo's recompile limit); the "
+                      f"others run eagerly. shared=True compiles one step for all blocks.",
+                      UserWarning, stacklevel=3)
 
 
 class _CompiledStep:
@@ -134,12 +151,12 @@ class _CompiledStep:
         self.net, self.eager, self.compiled = net, eager, compiled
         self.tau = getattr(net, "tau", None)
 
-    def __call__(self, u: "torch.Tensor") -> "torch.Tensor":
+    def __call__(self, u: "torch.Tensor", *args: Any) -> "torch.Tensor":
         tau = getattr(self.net, "tau", None)
         if tau is not self.tau:
             _prime_scales(self.net, self.eager)
             self.tau = tau
-        return self.compiled(u)
+        return self.compiled(u, *args)
 
 
 def _step_guards(entries: list) -> list[bool]:
