@@ -296,17 +296,22 @@ def pde2net_rows(prog, u0: torch.Tensor) -> list[Row]:
     return rows
 
 
+def hand_written_rows(step: Callable, numpy_run: Callable, u0: torch.Tensor, lam: float, tau: float
+                      ) -> list[Row]:
+    """The hand-written references: the torch step compiled and eager, and NumPy in place."""
+    n = u0.numel()
+    return [Row("torch shifts (hand-written), compiled", repeat(torch.compile(step), u0), n),
+            Row("torch shifts (hand-written), eager", repeat(step, u0), n),
+            Row("NumPy in place (hand-written)", numpy_run(u0.numpy(), lam, tau), n)]
+
+
 def config_1d(dtype: torch.dtype, batch: int, n: int, optional: bool) -> tuple[list[Row], Callable, list[str]]:
     prog = pde2net.load(ROOT / "examples" / "perona_malik.pde")
     lam, tau = spec_numbers(prog)
     rng = np.random.default_rng(0)
     x0 = np.cumsum(rng.standard_normal((batch, n)), axis=-1) * 0.05
     u0 = torch.tensor(x0, dtype=dtype)
-    rows = pde2net_rows(prog, u0)
-    step = torch_step_1d(lam, tau)
-    rows += [Row("torch shifts (hand-written), compiled", repeat(torch.compile(step), u0), u0.numel()),
-             Row("torch shifts (hand-written), eager", repeat(step, u0), u0.numel()),
-             Row("NumPy in place (hand-written)", numpy_inplace_1d(u0.numpy(), lam, tau), u0.numel())]
+    rows = pde2net_rows(prog, u0) + hand_written_rows(torch_step_1d(lam, tau), numpy_inplace_1d, u0, lam, tau)
     notes = []
     if optional:
         notes += optional_rows(rows, x0.astype(u0.numpy().dtype), lam, tau, dtype)
@@ -338,11 +343,7 @@ def config_2d(dtype: torch.dtype, batch: int, n: int) -> tuple[list[Row], Callab
     rng = np.random.default_rng(0)
     x0 = np.cumsum(np.cumsum(rng.standard_normal((batch, n, n)), axis=-1), axis=-2) * 0.002
     u0 = torch.tensor(x0, dtype=dtype)
-    rows = pde2net_rows(prog, u0)
-    step = torch_step_2d(lam, tau)
-    rows += [Row("torch shifts (hand-written), compiled", repeat(torch.compile(step), u0), u0.numel()),
-             Row("torch shifts (hand-written), eager", repeat(step, u0), u0.numel()),
-             Row("NumPy in place (hand-written)", numpy_inplace_2d(u0.numpy(), lam, tau), u0.numel())]
+    rows = pde2net_rows(prog, u0) + hand_written_rows(torch_step_2d(lam, tau), numpy_inplace_2d, u0, lam, tau)
     return rows, lambda k: reference_2d(x0, lam, tau, k), []
 
 

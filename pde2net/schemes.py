@@ -23,7 +23,7 @@ import torch
 from . import multigrid as mg
 from .errors import PdeError
 from .layers import DiffusionNet
-from .lower import FED, FSI, Explicit, Implicit, Multigrid
+from .lower import CELL_RESTRICTION, FED, FSI, VERTEX_RESTRICTION, Explicit, Implicit, Multigrid
 
 
 class GridSizeError(PdeError, ValueError):
@@ -64,25 +64,28 @@ class TorchConvOps(TorchOps):
     then the adjoint of the padding folds the ghost nodes back)."""
 
     @staticmethod
+    def weight(kind, scale, like):
+        """The restriction R (``scale`` 1) or prolongation ``P = 2 R^T`` (``scale`` 2) as a conv
+        weight, from the exact weights the Galerkin operators are built with."""
+        r = VERTEX_RESTRICTION if kind == "vertex" else CELL_RESTRICTION
+        return torch.tensor([[[float(scale * w) for w in r]]], dtype=like.dtype, device=like.device)
+
+    @staticmethod
     def restrict(f, kind, mode, ops):
         import torch.nn.functional as F
 
-        x = f.unsqueeze(-2)
+        x, w = f.unsqueeze(-2), TorchConvOps.weight(kind, 1, f)
         if kind == "vertex":
-            w = torch.tensor([[[0.25, 0.5, 0.25]]], dtype=f.dtype, device=f.device)
             return F.conv1d(x, w, stride=2, padding=1).squeeze(-2)
-        w = torch.tensor([[[0.125, 0.375, 0.375, 0.125]]], dtype=f.dtype, device=f.device)
         return F.conv1d(F.pad(x, (1, 1), mode=mode), w, stride=2).squeeze(-2)
 
     @staticmethod
     def prolong(e, kind, mode, ops):
         import torch.nn.functional as F
 
-        x = e.unsqueeze(-2)
+        x, w = e.unsqueeze(-2), TorchConvOps.weight(kind, 2, e)
         if kind == "vertex":
-            w = torch.tensor([[[0.5, 1.0, 0.5]]], dtype=e.dtype, device=e.device)
             return F.conv_transpose1d(x, w, stride=2, padding=1).squeeze(-2)
-        w = torch.tensor([[[0.25, 0.75, 0.75, 0.25]]], dtype=e.dtype, device=e.device)
         y = F.conv_transpose1d(x, w, stride=2).squeeze(-2)  # fine grid with one ghost each side
         core = y[..., 1:-1].clone()
         if mode == "circular":
