@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
 import sympy as sp
 
@@ -46,14 +46,22 @@ BOUNDARIES = ("neumann", "periodic", "dirichlet")
 NAMED_STENCILS = ("forward", "backward", "central")
 # scheme -> {key: kind}; kind "real" = positive real, "int" = positive integer, or a tuple of words
 SCHEME_KEYS: dict[str, dict[str, Union[str, tuple[str, ...]]]] = {
-    "explicit": {"tau": "real", "steps": "int"},
-    "fed": {"tau_max": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step")},
-    "fsi": {"tau": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step")},
+    "explicit": {"tau": "real", "steps": "int", "time": "real"},
+    "fed": {"tau_max": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step"),
+            "time": "real"},
+    "fsi": {"tau": "real", "cycles": "int", "cycle_length": "int", "update": ("cycle", "step"),
+            "time": "real"},
     "implicit": {"tau": "real", "steps": "int", "solver": ("cg", "jacobi", "fixed_point"),
-                 "iterations": "int", "omega": "real"},
+                 "iterations": "int", "omega": "real", "time": "real"},
     "multigrid": {"tau": "real", "steps": "int", "levels": "int", "pre": "int", "post": "int",
-                  "cycles": "int"},
+                  "cycles": "int", "time": "real"},
 }
+#: the step-size key of each scheme (``tau = auto`` is allowed there) and the key that counts
+#: the outer steps (what ``time = T`` sets)
+STEP_KEY = {"explicit": "tau", "fed": "tau_max", "fsi": "tau", "implicit": "tau", "multigrid": "tau"}
+COUNT_KEY = {"explicit": "steps", "fed": "cycles", "fsi": "cycles", "implicit": "steps",
+             "multigrid": "steps"}
+AUTO = "auto"
 SCHEME_REQUIRED = {
     "explicit": ("tau",), "fed": ("tau_max", "cycle_length"), "fsi": ("tau", "cycle_length"),
     "implicit": ("tau",), "multigrid": ("tau",),
@@ -364,6 +372,8 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
         if k in given:
             raise PdeError(f"'{k}' is given twice", b.name.pos, src, "each setting once")
         given.add(k)
+        if _is_auto(b.value, k, kind, params):
+            continue
         if isinstance(keys[k], tuple):
             if not (isinstance(b.value, ast.Name) and b.value.id in keys[k]):
                 pos = getattr(b.value, "pos", b.name.pos)
@@ -372,6 +382,10 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
                     b.value.id if isinstance(b.value, ast.Name) else "", keys[k]))
         else:
             _check_expr(b.value, src, params, {}, allow_deriv=False)
+    if "time" in given and COUNT_KEY[kind] in given:
+        b = next(b for b in sch.bindings if b.name.text == "time")
+        raise PdeError(f"give either '{COUNT_KEY[kind]}' or 'time', not both", b.name.pos, src,
+                       f"scheme {kind}(..., time = T) or scheme {kind}(..., {COUNT_KEY[kind]} = N)")
     for k in SCHEME_REQUIRED[kind]:
         if k not in given:
             example = ", ".join(f"{r} = ..." for r in SCHEME_REQUIRED[kind])
@@ -543,16 +557,81 @@ def _positive_int(e: ast.Expr, src: Source, values, what: str, limit: int) -> in
     return int(v)
 
 
-def build_model(spec: ast.Spec) -> Model:
-    """AST -> :class:`Model`: values, functions, the recognised diffusion form and settings."""
+def param_overrides(spec: ast.Spec, params: Mapping[str, object]) -> dict[str, sp.Expr]:
+    """Checks names and converts values of ``params=`` / ``--param`` to exact numbers."""
+    declared = [s.name.text for s in spec.statements if isinstance(s, ast.ParamStmt)]
+    out = {}
+    for name, value in params.items():
+        if name not in declared:
+            raise PdeError(f"'{name}' is not a param of this spec", None, spec.source,
+                           did_you_mean(str(name), declared) if declared else
+                           "no params: the spec declares none ('param NAME = VALUE')")
+        try:
+            out[name] = param_override(name, value)
+        except PdeError as exc:
+            raise exc.with_source(spec.source) from None
+    return out
+
+
+_DECIMAL_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def param_override(name: str, value: object) -> sp.Expr:
+    """A param value given from Python or the command line, as an exact number.
+
+    A float is taken at its shortest decimal form (``0.08`` -> 2/25), so a sweep through
+    ``params=`` builds the same network, bit for bit, as editing the number in the file.
+    Strings must be decimal literals (``"0.08"``, ``"1e-3"``); nothing is evaluated.
+    """
+    import decimal
+    import fractions
+    import numbers
+
+    def bad(why: str) -> PdeError:
+        return PdeError(f"param '{name}': {why}", None, None,
+                        f"a finite real number of magnitude at most 1e{MAX_DECIMAL_EXPONENT}")
+
+    if isinstance(value, bool):
+        raise bad(f"{value!r} is not a number")
+    if isinstance(value, sp.Basic):
+        if not (value.is_number and value.is_extended_real):
+            raise bad(f"{value} is not a real number")
+        out = value if value.is_Rational else sp.Rational(*decimal.Decimal(repr(float(value))).as_integer_ratio())
+    elif isinstance(value, (int, fractions.Fraction)):
+        out = sp.Rational(value.numerator, value.denominator)
+    elif isinstance(value, (str, numbers.Real)):
+        text = value.strip() if isinstance(value, str) else repr(float(value))
+        if not _DECIMAL_RE.match(text):
+            raise bad(f"{value!r} is not a decimal number")
+        mant, _, exp = text.lower().partition("e")
+        if exp and abs(int(exp)) > MAX_DECIMAL_EXPONENT:
+            raise bad(f"{value!r} is out of range")
+        out = sp.Rational(*decimal.Decimal(text).as_integer_ratio())
+    else:
+        raise bad(f"{type(value).__name__} is not a number")
+    if out != 0 and not (10.0 ** -MAX_DECIMAL_EXPONENT <= abs(float(out)) <= 10.0 ** MAX_DECIMAL_EXPONENT):
+        raise bad(f"{value!r} is out of range")
+    return out
+
+
+def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -> Model:
+    """AST -> :class:`Model`: values, functions, the recognised diffusion form and settings.
+
+    ``params`` replaces the values of ``param`` statements by name, exactly as if the file said
+    so: ``{"lambda": 0.08}`` gives lambda = 2/25, as ``param lambda = 0.08`` does, and later
+    params written in terms of it follow (see :func:`param_override`).
+    """
     src = spec.source
     st = {type(s): s for s in spec.statements}
     values: dict[str, sp.Expr] = {}
     symbols: dict[str, sp.Symbol] = {}
     positions: dict[str, Pos] = {}
+    overrides = param_overrides(spec, params or {})
     for p in (s for s in spec.statements if isinstance(s, ast.ParamStmt)):
-        values[p.name.text] = _constant(p.value, src, values, f"param '{p.name.text}'")
-        symbols[p.name.text] = param_symbol(p.name.text)
+        name = p.name.text
+        values[name] = (overrides[name] if name in overrides
+                        else _constant(p.value, src, values, f"param '{name}'"))
+        symbols[name] = param_symbol(name)
     scope: dict[str, sp.Expr] = dict(symbols)
     funcs: dict[str, tuple[sp.Symbol, sp.Expr]] = {}
     kinds: dict[str, str] = {}
@@ -797,13 +876,21 @@ def _stencil(stmt: Optional[ast.StencilStmt], src, values) -> StencilChoice:
     return StencilChoice("weights", weights, int(off), stmt.pos)
 
 
+def _is_auto(value: ast.Expr, key: str, kind: str, params) -> bool:
+    """``tau = auto`` (the scheme's step-size key only; a param named ``auto`` takes precedence)."""
+    return (key == STEP_KEY[kind] and isinstance(value, ast.Name) and value.id == AUTO
+            and AUTO not in params)
+
+
 def _settings(sch: ast.SchemeStmt, src, values) -> dict[str, Setting]:
     kind = sch.kind.text
     keys = SCHEME_KEYS[kind]
     out: dict[str, Setting] = {k: Setting(v, None) for k, v in SCHEME_DEFAULTS[kind].items()}
     for b in sch.bindings:
         k, want = b.name.text, keys[b.name.text]
-        if isinstance(want, tuple):
+        if _is_auto(b.value, k, kind, values):
+            out[k] = Setting(AUTO, b.value.pos)
+        elif isinstance(want, tuple):
             out[k] = Setting(b.value.id, b.value.pos)
         elif want == "int":
             limit = (MAX_STEPS if k in ("steps", "cycles", "iterations")

@@ -12,9 +12,9 @@ import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from . import analyse, codegen, lower, parse, stability
+from . import analyse, codegen, lower, parse, stability, stepping
 from .errors import PdeError
 
 if TYPE_CHECKING:  # torch is imported only when a module is built, networkx for .graph
@@ -72,6 +72,10 @@ class Program:
         if compile:
             net = compile_steps(net)
         return net
+
+    def with_params(self, params: Mapping[str, Any]) -> "Program":
+        """The same spec compiled with other param values (a sweep: one call per value)."""
+        return compile_spec(self.spec, params)
 
     def source(self) -> str:
         """The standalone Python source that ``pde2net compile`` writes."""
@@ -223,21 +227,29 @@ def _positive_steps(steps: int) -> int:
     return steps
 
 
-def compile_spec(spec: parse.Spec) -> Program:
-    """Spec -> Program: the semantic check, the sympy model, the network IR."""
-    model = analyse.build_model(analyse.check_spec(spec))  # AST -> sympy, form recognised
-    arch = lower.lower(model)                                # sympy -> layers (frozen IR)
+Params = Optional[Mapping[str, Any]]
+
+
+def compile_spec(spec: parse.Spec, params: Params = None) -> Program:
+    """Spec -> Program: the semantic check, the sympy model, the network IR.
+
+    ``params`` overrides ``param`` values by name (``{"lambda": 0.08}``), exactly as editing the
+    file would; an unknown name raises :class:`PdeError` with the valid names.
+    """
+    model = analyse.build_model(analyse.check_spec(spec), params)  # AST -> sympy, form recognised
+    model = stepping.resolve(model)                                 # tau = auto, time = T
+    arch = lower.lower(model)                                       # sympy -> layers (frozen IR)
     return Program(spec, model, arch)
 
 
-def compile_text(text: str, filename: str = "<string>") -> Program:
+def compile_text(text: str, filename: str = "<string>", params: Params = None) -> Program:
     """Compiles the text of a ``.pde`` file; bad input raises :class:`PdeError`."""
-    return compile_spec(parse.parse(text, filename))
+    return compile_spec(parse.parse(text, filename), params)
 
 
-def load(path: Union[str, Path]) -> Program:
-    """Reads and compiles a ``.pde`` file."""
-    return compile_spec(parse.read_spec(path))
+def load(path: Union[str, Path], params: Params = None) -> Program:
+    """Reads and compiles a ``.pde`` file (``params``: see :func:`compile_spec`)."""
+    return compile_spec(parse.read_spec(path), params)
 
 
 __all__ = ["Program", "compile_spec", "compile_text", "load", "PdeError"]
