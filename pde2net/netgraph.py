@@ -67,6 +67,22 @@ class _Builder:
         return add
 
 
+#: cycles longer than this are drawn as first step, the middle steps collapsed into one block
+#: ("x n"), last step: an FSI cycle of 10,000 steps is then three blocks tall, not 10,000
+COLLAPSE_AFTER = 4
+
+
+def drawn_steps(n: int) -> list[tuple[int, int]]:
+    """The (first, last) step ranges of an n-step cycle that the graph draws as one block each."""
+    if n <= COLLAPSE_AFTER:
+        return [(i, i) for i in range(n)]
+    return [(0, 0), (1, n - 2), (n - 1, n - 1)]
+
+
+def _step_tag(scheme: str, first: int, last: int) -> str:
+    return f"{scheme} step {first}" if first == last else f"{scheme} steps {first}..{last} (x{last - first + 1})"
+
+
 def architecture_graph(arch: Architecture) -> nx.DiGraph:
     """The layer graph of the architecture (see the module docstring)."""
     b = _Builder(arch)
@@ -77,17 +93,24 @@ def architecture_graph(arch: Architecture) -> nx.DiGraph:
         x = b.diffusion_block(x, "block", f"-tau (tau = {float(sch.tau):.6g})", repeat=sch.steps)
     elif kind == "FED":
         frozen = sch.update == "cycle"
-        for i, t in enumerate(sch.taus):
-            x = b.diffusion_block(x, f"FED step {i}", f"-tau_{i} (tau_{i} = {float(t):.6g})",
-                                  repeat=sch.cycles, frozen=frozen)
+        for first, last in drawn_steps(sch.cycle_length):
+            t0, t1 = float(sch.taus[first]), float(sch.taus[last])
+            scale = (f"-tau_{first} (tau_{first} = {t0:.6g})" if first == last else
+                     f"-tau_i (tau_i = {t0:.6g} ... {t1:.6g}, Leja order)")
+            x = b.diffusion_block(x, _step_tag("FED", first, last), scale,
+                                  repeat=sch.cycles * (last - first + 1), frozen=frozen)
     elif kind == "FSI":
         frozen = sch.update == "cycle"
         prev = x
-        for k, a in enumerate(sch.alphas):
-            step = b.diffusion_block(x, f"FSI step {k}", f"-tau (tau = {float(sch.tau):.6g})",
-                                     repeat=sch.cycles, frozen=frozen)
-            mix = b.node("add", f"FSI step {k} extrapolation a_{k} (.) + (1 - a_{k}) u^(k-1), "
-                         f"a_{k} = {float(a):.6g}", b.field, repeat=sch.cycles)
+        for first, last in drawn_steps(sch.cycle_length):
+            tag = _step_tag("FSI", first, last)
+            repeat = sch.cycles * (last - first + 1)
+            step = b.diffusion_block(x, tag, f"-tau (tau = {float(sch.tau):.6g})", repeat=repeat,
+                                     frozen=frozen)
+            a = (f"a_{first} = {float(sch.alphas[first]):.6g}" if first == last else
+                 f"a_k = (4k+2)/(2k+3), k = {first}..{last}")
+            mix = b.node("add", f"{tag} extrapolation a_k (.) + (1 - a_k) u^(k-1), {a}", b.field,
+                         repeat=repeat)
             b.edge(step, mix)
             b.edge(prev, mix, "skip")
             prev, x = x, mix
@@ -145,15 +168,80 @@ def to_dot(g: nx.DiGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
 def write_graph(g: nx.DiGraph, path: str) -> str:
-    """Writes the graph in the format the suffix names (.dot, .gv, .graphml, .json)."""
+    """Writes the graph in the format the suffix names: .dot/.gv, .graphml, .json, or a picture
+    (.png, .svg, .pdf: Graphviz's ``dot`` when installed, else a matplotlib drawing)."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".dot", ".gv"):
+    if suffix in PICTURE_SUFFIXES:
+        render_picture(g, path)
+    elif suffix in (".dot", ".gv"):
         Path(path).write_text(to_dot(g), encoding="utf-8")
     elif suffix == ".graphml":
         nx.write_graphml(g, path)
     elif suffix == ".json":
         Path(path).write_text(json.dumps(nx.node_link_data(g, edges="edges"), indent=2), encoding="utf-8")
     else:
-        raise ValueError(f"unknown graph format {suffix!r}: use .dot, .graphml or .json")
+        raise ValueError(f"unknown graph format {suffix!r}: use .dot, .graphml, .json, .png, .svg or .pdf")
     return suffix
+
+
+def render_picture(g: nx.DiGraph, path: str) -> str:
+    """Draws the graph into ``path``; returns the renderer used (``graphviz`` or ``matplotlib``)."""
+    import shutil
+    import subprocess
+
+    fmt = Path(path).suffix.lower()[1:]
+    dot = shutil.which("dot")
+    if dot is not None:
+        r = subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=to_dot(g), text=True,
+                           capture_output=True, timeout=60)
+        if r.returncode == 0:
+            return "graphviz"
+    _draw_matplotlib(g, path)
+    return "matplotlib"
+
+
+def layered_positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Node positions by data-flow depth (recurrent edges ignored): one row per generation,
+    top to bottom, nodes of a row side by side."""
+    flow = nx.DiGraph()
+    flow.add_nodes_from(g)
+    flow.add_edges_from((a, b) for a, b, d in g.edges(data=True) if d.get("kind") != "recurrent")
+    pos = {}
+    for depth, layer in enumerate(nx.topological_generations(flow)):
+        for i, n in enumerate(sorted(layer, key=str)):
+            pos[n] = (i - (len(layer) - 1) / 2, -depth)
+    return pos
+
+
+def _draw_matplotlib(g: nx.DiGraph, path: str) -> None:
+    import textwrap
+
+    from .plot import _pyplot
+
+    plt = _pyplot(path, "pde2net graph (picture)")
+    pos = layered_positions(g)
+    depth = 1 - min(y for _, y in pos.values())
+    width = max(x for x, _ in pos.values()) - min(x for x, _ in pos.values()) + 1
+    fig, ax = plt.subplots(figsize=(4.5 * max(width, 1.5), 1.1 * depth + 0.6))
+    style = {"skip": "--", "recurrent": ":", "data": "-"}
+    for a, b_, d in g.edges(data=True):
+        kind = d.get("kind", "data")
+        bend = 0.35 if kind != "data" else 0.0
+        ax.annotate("", xy=pos[b_], xytext=pos[a],
+                    arrowprops=dict(arrowstyle="->", linestyle=style.get(kind, "-"), lw=1,
+                                    connectionstyle=f"arc3,rad={bend}", shrinkA=12, shrinkB=12))
+    for n, d in g.nodes(data=True):
+        text = "\n".join(textwrap.wrap(str(d["label"]), 44))
+        text += f"\n{d['shape']}" + (f"  x{d['repeat']}" if d.get("repeat", 1) not in (1, None) else "")
+        ax.text(*pos[n], text, ha="center", va="center", fontsize=7,
+                bbox=dict(boxstyle="round", fc="#eef3fb", ec="#34495e"))
+    ax.set_xlim(min(x for x, _ in pos.values()) - 0.8, max(x for x, _ in pos.values()) + 0.8)
+    ax.set_ylim(-depth + 0.4, 0.6)
+    ax.set_axis_off()
+    ax.set_title(str(g.graph.get("name", "")), fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

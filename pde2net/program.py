@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch is imported only when a module is built, networkx for
     import networkx as nx
     import torch
 
+    from . import tracking
+
 
 @dataclass(frozen=True)
 class Program:
@@ -72,6 +74,32 @@ class Program:
         if compile:
             net = compile_steps(net)
         return net
+
+    def run(self, u0: Any, steps: Optional[int] = None, *, every: int = 1,
+            on_step: Optional["tracking.Callback"] = None, net: Optional["torch.nn.Module"] = None,
+            **module_options: Any) -> "torch.Tensor":
+        """Evolves ``u0`` through the network block by block (a block is one time step, or one
+        FED/FSI cycle), calling ``on_step(k, t, u)`` after every ``every`` blocks: ``k`` blocks
+        done, ``t`` the evolution time.  A callback returning ``True`` stops early (snapshots,
+        progress, early stopping).  The result equals ``net(u0)`` bit for bit when nothing stops.
+
+        ``net``: a module built before (else ``self.module(**module_options)``); ``steps``
+        defaults to the scheme's number of blocks.  Gradients are not tracked.
+        """
+        import torch
+
+        from . import tracking
+
+        if net is None:
+            net = self.module(**module_options)
+        if not isinstance(u0, torch.Tensor):
+            like = next(iter(net.buffers()), next(iter(net.parameters()), None))
+            u0 = torch.as_tensor(u0, dtype=like.dtype if like is not None and like.is_floating_point()
+                                 else torch.get_default_dtype())
+        total = self.arch.scheme.steps if steps is None else _positive_steps(steps)
+        with torch.no_grad():
+            u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step)
+        return u
 
     def with_params(self, params: Mapping[str, Any]) -> "Program":
         """The same spec compiled with other param values (a sweep: one call per value)."""

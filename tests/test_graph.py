@@ -71,6 +71,6 @@ def test_cli_graph_formats_round_trip(tmp_path, examples_dir, suffix):
 
 
 def test_cli_graph_bad_suffix_and_stdout(tmp_path, examples_dir, capsys):
-    assert main(["graph", str(examples_dir / "perona_malik.pde"), "-o", str(tmp_path / "x.svg")]) == 2
+    assert main(["graph", str(examples_dir / "perona_malik.pde"), "-o", str(tmp_path / "x.xyz")]) == 2
     assert main(["graph", str(examples_dir / "perona_malik.pde")]) == 0
     assert capsys.readouterr().out.startswith("digraph")
