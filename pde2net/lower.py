@@ -281,15 +281,22 @@ class FiniteLowering:
     def op(self, expr: sp.Expr, var: sp.Symbol) -> exprs.Op:
         return exprs.lower_expr(expr, self.names, frozenset({var}), self.values)
 
-    def finite_at(self, op: exprs.Op, var: sp.Symbol, x: float = 0.0) -> bool:
+    def finite_at(self, op: exprs.Op, var: sp.Symbol, x: float = 0.0, robust: bool = True) -> bool:
+        """Whether the tree is finite at ``var = x`` for the params' values; ``robust``: and
+        no value of params alone is a nonzero number outside float32's normal range either
+        (lambda^2 = 1e-320 is finite in Python, but 0 in float32 and flushed to 0 by some
+        float64 kernels, so ``lambda^2 / (lambda^2 + s^2)`` is 0/0 at s = 0 there)."""
         env = {self.names[sym]: v for sym, v in self.values.items()}
         # Python floats only: every node is computed by exprs.ieee_scalar (no NumPy: ``check``
         # starts without it)
         y = exprs.evaluate(op, {**env, self.names[var]: x}, {})
         try:
-            return math.isfinite(float(y))
+            if not math.isfinite(float(y)):
+                return False
         except (TypeError, ValueError):
             return False
+        return not robust or not any(v != 0 and not exprs.FLOAT32_TINY <= abs(v) <= exprs.FLOAT32_MAX
+                                     for v in _scalar_values(op, env, self.names[var]))
 
     def lower(self, expr: sp.Expr, var: sp.Symbol, alternatives: tuple = (),
               one_sided: bool = False) -> tuple[sp.Expr, exprs.Op]:
@@ -297,15 +304,19 @@ class FiniteLowering:
         op = self.op(first, var)
         if self.finite_at(op, var):
             return first, op
+        fallback = (first, op) if self.finite_at(op, var, robust=False) else None
         for form in self._alternatives(expr, alternatives):
             form = overflow_safe(form)
             alt = self.op(form, var)
             if self.finite_at(alt, var):
                 return form, alt
+            if fallback is None and self.finite_at(alt, var, robust=False):
+                fallback = (form, alt)
+        form, op = fallback or (first, op)
         at_zero = self._limit_at_zero(expr, var, one_sided)
         if at_zero is None:
-            return first, op
-        return first, exprs.Op("where_zero", (at_zero, op), name=self.names[var])
+            return form, op
+        return form, exprs.Op("where_zero", (at_zero, op), name=self.names[var])
 
     @staticmethod
     def _alternatives(expr: sp.Expr, given: tuple):
@@ -349,6 +360,19 @@ class FiniteLowering:
         if lim.has(sp.Limit, sp.AccumBounds, sp.nan, sp.zoo) or lim.is_finite is False:
             return None
         return lim
+
+
+def _scalar_values(op: exprs.Op, env: dict, var: str):
+    """The values of the maximal subtrees of ``op`` free of ``var`` (params and constants)."""
+    if not _uses(op, var):
+        yield float(exprs.evaluate(op, env, {}))
+        return
+    for a in op.args:
+        yield from _scalar_values(a, env, var)
+
+
+def _uses(op: exprs.Op, var: str) -> bool:
+    return op.name == var or any(_uses(a, var) for a in op.args)
 
 
 def divide_out(phi: sp.Expr, var: sp.Symbol) -> sp.Expr:
