@@ -146,7 +146,7 @@ def safe_reciprocal(den: sp.Expr, values: Mapping[sp.Symbol, float]) -> bool:
     return all(FLOAT32_TINY <= abs(x) <= FLOAT32_MAX for x in (d, 1 / d))
 
 
-def ieee_scalar(kind, *args):
+def ieee_scalar(kind: str, *args: float) -> float:
     """``kind`` of Python floats with IEEE 754 results (inf, nan) where Python raises.
 
     The op trees compute math of params alone with Python floats, where ``1.0 / 0.0``,
