@@ -26,15 +26,13 @@ import inspect
 from pathlib import Path
 from typing import Optional
 
-from . import exprs
-from . import multigrid as mg
+from .codegen_common import (  # noqa: F401 - describe_scheme: this module's API
+    _FORWARD, _PAD_DIM_HELPER, _PAD_HELPER, _SQUARED_LENGTH, MG_FUNCTIONS, _axis_dt_prep_lines,
+    _class_doc, _grad_doc, _grad_lines, _pad_call, _param_lines, _radial_source, _slices,
+    describe_scheme, flux_expression, support_lines)
 from .lower import FED, FSI, Architecture, Implicit, Multigrid, StencilIR
 from .stability import StabilityReport
 from .stencils import Stencil
-
-_NAMES = {"torch", "math", "flux", "diffusivity", "s", "u", "v", "n", "x", "self", "pad_last", "W1",
-          "Dt", "inner", "TorchOps", "mg", "F", "nn", "shifted_sum"}
-_NAMES_2D_SCHEMES = {"Dtx", "Dty"}  # 2D only; codegen._NAMES_2D adds the flux's locals
 
 
 def _floats(values) -> str:
@@ -89,8 +87,6 @@ _INNER_SIGNATURE = "inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor"
 
 def _stencil_functions(ir: StencilIR) -> str:
     """``W1(u)`` (D), ``Dt(v, w)`` (the transposed correlation with weights w) and ``inner``."""
-    from .codegen import _pad_call, _slices
-
     k = ir.stencil.size
     d_pad, a_pad = _pad_call("u", ir.padding), _pad_call("v", ir.adjoint_padding)
     starts = tuple(k - 1 - j for j in range(k))
@@ -111,8 +107,6 @@ def _stencil_functions(ir: StencilIR) -> str:
 def _stencil_functions_2d(arch: Architecture) -> str:
     """``W1(u)`` (the two-channel gradient), ``Dtx(v, w)`` / ``Dty(v, w)`` (one axis's transposed
     correlation of one channel), ``Dt(v, w)`` (the divergence) and ``inner`` (per image)."""
-    from .codegen import _axis_dt_prep_lines, _grad_doc, _grad_lines
-
     axes = []
     for ir, name in zip(arch.stencils, ("Dtx", "Dty")):
         k, axis = ir.stencil.size, name[-1]
@@ -257,8 +251,7 @@ def _torch_ops_source() -> str:
     raise RuntimeError("TorchOps not found in schemes.py")
 
 
-_MG_FUNCTIONS = (mg.transfer_kind, mg.pad_ends, mg.restrict, mg.prolong, mg.band_apply, mg.probe_bands,
-                 mg.coarse_width, mg.max_levels, mg.build_hierarchy, mg.vcycle)
+_MG_FUNCTIONS = MG_FUNCTIONS
 
 
 def _multigrid_source() -> str:
@@ -267,13 +260,10 @@ def _multigrid_source() -> str:
 
 def _functions(arch: Architecture, pnames: dict[str, str]) -> str:
     """The generated module-level functions: flux, diffusivity, paddings and stencils (1D or 2D)."""
-    from .codegen import _PAD_DIM_HELPER, _PAD_HELPER, _SQUARED_LENGTH, _radial_source
-
     circular = any("circular" in (ir.padding[2], ir.adjoint_padding[2]) for ir in arch.stencils)
     if len(arch.dims) == 1:
-        env = {"s": "s", **pnames}
-        phi = exprs.to_source(arch.flux.op, env, "torch", frozenset(pnames))
-        g = exprs.to_source(arch.flux.ratio_op, env, "torch", frozenset(pnames))
+        phi = flux_expression(arch, arch.flux.op, pnames)
+        g = flux_expression(arch, arch.flux.ratio_op, pnames)
         return f'''
 def flux(s: torch.Tensor) -> torch.Tensor:
     """Activation Phi(s) = {arch.flux.text}"""
@@ -308,13 +298,12 @@ def flux(v: torch.Tensor) -> torch.Tensor:
 def emit_scheme_source(arch: Architecture, report: Optional[StabilityReport] = None) -> str:
     """The standalone module text for a FED, FSI or implicit network (1D or 2D) or a multigrid
     network (1D: there is no 2D multigrid network to mirror)."""
-    from .codegen import _FORWARD, _NAMES_2D, _class_doc, _param_lines
-
     sch, ndim = arch.scheme, len(arch.dims)
     if ndim != 1 and isinstance(sch, Multigrid):
         raise NotImplementedError("no 2D source emitter for Multigrid (multigrid is 1D only)")
-    taken = _NAMES | {arch.class_name} | (_NAMES_2D | _NAMES_2D_SCHEMES if ndim == 2 else set())
-    pnames, params = _param_lines(arch, taken)
+    pnames, params = _param_lines(arch, set())
+    functions = _functions(arch, pnames)
+    imports, helper = support_lines(functions)
     attrs, block, what = _scheme_body(arch)
     mg_src = _multigrid_source() if isinstance(sch, Multigrid) else ""
     cache = "        self._cache = {}\n" if isinstance(sch, Multigrid) else ""
@@ -323,9 +312,9 @@ def emit_scheme_source(arch: Architecture, report: Optional[StabilityReport] = N
 dt(u) = {arch.equation_text}
 """
 import torch
-
-{params}
-{_functions(arch, pnames)}
+{imports}
+{params}{helper}
+{functions}
 {mg_src}
 
 class {arch.class_name}(torch.nn.Module):
@@ -342,30 +331,3 @@ class {arch.class_name}(torch.nn.Module):
 {_FORWARD[ndim]}'''
 
 
-def describe_scheme(arch: Architecture) -> str:
-    """One line: the architecture a FED, FSI, implicit or multigrid scheme becomes."""
-    sch = arch.scheme
-    if isinstance(sch, FED):
-        frozen = "diffusivity frozen per cycle" if sch.update == "cycle" else "diffusivity per step"
-        return (f"FED ResNet: {sch.cycles} cycle(s) of {sch.cycle_length} blocks u <- u - tau_i D^T "
-                f"(G * D u), tau_i = tau_max / (2 cos^2(pi (2i+1)/(4n+2))) in Leja order, tau_max = "
-                f"{float(sch.tau_max):.6g}, {frozen}")
-    if isinstance(sch, FSI):
-        frozen = "diffusivity frozen per cycle" if sch.update == "cycle" else "diffusivity per step"
-        return (f"FSI ResNet: {sch.cycles} cycle(s) of {sch.cycle_length} blocks u^(k+1) = a_k (u^k - "
-                f"tau D^T Phi(D u^k)) + (1 - a_k) u^(k-1) (skip from two blocks back), a_k = "
-                f"(4k+2)/(2k+3), tau = {float(sch.tau):.6g}, {frozen}")
-    if isinstance(sch, Implicit):
-        what = {"cg": "CG for (I + tau D^T G(u^k) D) x = u^k from x = 0",
-                "jacobi": f"damped Jacobi (omega = {float(sch.omega):.4g}) for (I + tau D^T G(u^k) D) "
-                          f"x = u^k from x = 0",
-                "fixed_point": "fixed point v <- u^k - tau D^T Phi(D v) from v = u^k"}[sch.solver]
-        return (f"recurrent network: {sch.steps} implicit step(s), each {sch.iterations} iterations of "
-                f"{what} (input u^k fed to every iteration), tau = {float(sch.tau):.6g}")
-    if isinstance(sch, Multigrid):
-        lv = "as many levels as the grid allows" if sch.levels == 0 else f"{sch.levels} levels"
-        return (f"U-net: {sch.steps} implicit step(s) (I + tau c D^T D) u^(k+1) = u^k, each "
-                f"{sch.cycles} V({sch.pre},{sch.post})-cycle(s), {lv}: damped Jacobi smoothing, strided "
-                f"restriction, transposed-conv prolongation P = 2R^T, Galerkin coarse operators RAP, "
-                f"tau = {float(sch.tau):.6g}")
-    return type(sch).__name__

@@ -136,11 +136,11 @@ class Flux(nn.Module):
         self._lib = exprs.LIBS["torch"]()
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return exprs.evaluate(self.ir.op, {"s": s, **self.ir.params}, self._lib)
+        return exprs.evaluate(self.ir.op, self.ir.env(s), self._lib)
 
     def diffusivity(self, s: torch.Tensor) -> torch.Tensor:
-        """g = Phi(s)/s, finite at s = 0 (the cancelled ratio)."""
-        return exprs.evaluate(self.ir.ratio_op, {"s": s, **self.ir.params}, self._lib)
+        """g = Phi(s)/s, finite at s = 0 (cancelled, or defined there by its limit)."""
+        return exprs.evaluate(self.ir.ratio_op, self.ir.env(s), self._lib)
 
     def extra_repr(self) -> str:
         return f"Phi(s) = {self.ir.text}"
@@ -430,7 +430,7 @@ class VectorFlux(nn.Module):
 
     def g(self, s2: torch.Tensor) -> torch.Tensor:
         """``g(s2)``, always a tensor of the shape of s2 (constant for linear diffusion)."""
-        g = exprs.evaluate(self.ir.radial_op, {"s2": s2, **self.params()}, self._lib)
+        g = exprs.evaluate(self.ir.radial_op, self.ir.env(s2, self.params(), radial=True), self._lib)
         return g if isinstance(g, torch.Tensor) and g.shape == s2.shape else g + torch.zeros_like(s2)
 
     def squared_length(self, v: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ convolution with ``-tau W`` (the paper's ``W2 = -tau W1^T``), added to the skip 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Optional, Union
@@ -43,10 +44,17 @@ class StencilIR:
         return self.stencil.adjoint_padding(self.boundary)
 
 
+# The op trees' own variables: Phi's argument (1D) and the squared gradient length (2D).  User
+# names cannot start with "__" (the language refuses them), so a param can never shadow these.
+FLUX_VAR = "__s"
+RADIAL_VAR = "__s2"
+
+
 @dataclass(frozen=True)
 class FluxIR:
-    """Phi(s) as an op tree over ``s`` and the params (by their .pde names), and the
-    diffusivity ``g = Phi(s)/s`` (cancelled, so finite at s = 0) for schemes that freeze it."""
+    """Phi(s) as an op tree over :data:`FLUX_VAR` and the params (by their .pde names), and the
+    diffusivity ``g = Phi(s)/s`` (cancelled, or defined at s = 0 by its limit, so finite there
+    when the limit is) for schemes that freeze it.  Evaluate with :meth:`env`."""
 
     expr: sp.Expr
     op: exprs.Op
@@ -57,6 +65,11 @@ class FluxIR:
     # g as a function of the squared length s2 = |v|^2 (2D vector flux g(|v|^2) v); None if not lowerable
     radial: Optional[sp.Expr] = None
     radial_op: Optional[exprs.Op] = None
+
+    def env(self, x, params: Optional[dict] = None, radial: bool = False) -> dict:
+        """The variables of the op trees: the argument ``x`` (s, or s2 for ``radial_op``) and
+        the params (``params``, default this flux's values)."""
+        return {**(self.params if params is None else params), RADIAL_VAR if radial else FLUX_VAR: x}
 
 
 @dataclass(frozen=True)
@@ -184,7 +197,7 @@ def class_name(name: str) -> str:
     camel = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
     if camel[0].isdigit():
         camel = "Pde" + camel
-    return python_name(camel, {"torch", "math", "nn", "F"})
+    return python_name(camel, {"torch", "math", "nn", "F", "W1", "W2", "Dt", "Dtx", "Dty", "TorchOps"})
 
 
 def lower_flux(model: Model) -> FluxIR:
@@ -198,24 +211,212 @@ def lower_flux(model: Model) -> FluxIR:
 
 
 def _lower_flux(model: Model) -> FluxIR:
-    names = {S: "s", **{sym: name for name, sym in model.param_symbols.items()}}
-    op = exprs.lower_expr(model.flux, names, frozenset({S}))
+    names = {S: FLUX_VAR, **{sym: name for name, sym in model.param_symbols.items()}}
     params = {name: float(v) for name, v in model.params.items()}
+    values = {sym: params[name] for name, sym in model.param_symbols.items()}
+    lowering = FiniteLowering(names, values)
+    phi, op = lowering.lower(model.flux, S)
     ratio = sp.cancel(model.flux / S) if model.flux.is_rational_function(S) else model.flux / S
-    radial, radial_op = lower_radial(ratio, names) if model.ndim == 2 else (None, None)
-    return FluxIR(model.flux, op, params, show(model.flux.xreplace({S: sp.Symbol("s")})),
-                  ratio, exprs.lower_expr(ratio, names, frozenset({S})), radial, radial_op)
+    ratio, ratio_op = lowering.lower(ratio, S, (divide_out(model.flux, S),))
+    radial, radial_op = lower_radial(ratio, names, values) if model.ndim == 2 else (None, None)
+    return FluxIR(model.flux, op, params, flux_text(model), ratio, ratio_op, radial, radial_op)
+
+
+def flux_text(model: Model) -> str:
+    """Phi in .pde syntax over its argument ``s`` (printed as ``Phi(s) = ...``).  When a param
+    is itself named ``s`` the argument is shown under another name, and the text says so (the
+    two would otherwise print alike, and ``s/s`` would read as 1)."""
+    arg = "s"
+    while arg in model.params:
+        arg += "_"
+    text = show(model.flux.xreplace({S: sp.Symbol(arg)}))
+    return text if arg == "s" else f"{text}  (argument s written {arg}; s is the param)"
 
 
 S2 = sp.Symbol("s2", nonnegative=True)
 
 
-def lower_radial(ratio: sp.Expr, names: dict) -> tuple[sp.Expr, exprs.Op]:
+def lower_radial(ratio: sp.Expr, names: dict, values: Optional[dict] = None
+                 ) -> tuple[sp.Expr, exprs.Op]:
     """``g(s2) = (Phi(s)/s)`` at ``s = sqrt(s2)``: the 2D diffusivity as a function of
     ``|grad u|^2``, so the vector activation ``g(vx^2 + vy^2) (vx, vy)`` needs no square root
-    (Phi(s)/s is even for the radial profiles the 2D recogniser builds, so s = +sqrt(s2) is exact)."""
+    (Phi(s)/s is even for the radial profiles the 2D recogniser builds, so s = +sqrt(s2) is exact).
+    Finite at s2 = 0 where its one-sided limit is (see :class:`FiniteLowering`)."""
     g2 = sp.powsimp(ratio.xreplace({S: sp.sqrt(S2)}), force=False)
-    return g2, exprs.lower_expr(g2, {**names, S2: "s2"}, frozenset({S2}))
+    lowering = FiniteLowering({**names, S2: RADIAL_VAR}, values or {})
+    return lowering.lower(g2, S2, one_sided=True)
+
+
+# Bounds on the symbolic work one flux may cost when lowering (cancellation, limits).
+CANCEL_SECONDS, LIMIT_SECONDS = 2.0, 5.0
+
+
+def _time_limit(seconds: float):
+    """``time_limit`` and its exception (they move to pde2net.limits; stability re-exports)."""
+    try:
+        from .limits import SymbolicTimeout, time_limit
+    except ImportError:
+        from .stability import SymbolicTimeout, time_limit
+    return time_limit(seconds), SymbolicTimeout
+
+
+@dataclass(frozen=True)
+class FiniteLowering:
+    """Lowers a flux expression f(x) (x = s or s2) so that the network evaluates it finitely at
+    x = 0 and does not overflow to inf/inf for large x where f is bounded.
+
+    1. Quotients of exponentials are divided by the dominant exponential
+       (:func:`overflow_safe`: ``exp(a)/(1 + exp(a)) -> 1/(exp(-a) + 1)``).
+    2. If the op tree is not finite at x = 0 (``(s/2 + s/2)/s`` is 0/0), the alternatives given
+       (e.g. Phi(s)/s distributed over the sum) and the cancelled ``cancel(together(f))`` are
+       tried, each bounded in time.
+    3. Otherwise the value at 0 is defined by the limit (from both sides; ``one_sided``: x >= 0),
+       if it is finite: ``where_zero(x, lim, f)`` (see :class:`~pde2net.exprs.Op`).  A genuine
+       singularity (TV's ``1/|s|``) stays as it is: the stability report says what it means.
+    """
+
+    names: dict
+    values: dict
+
+    def op(self, expr: sp.Expr, var: sp.Symbol) -> exprs.Op:
+        return exprs.lower_expr(expr, self.names, frozenset({var}), self.values)
+
+    def finite_at(self, op: exprs.Op, var: sp.Symbol, x: float = 0.0, robust: bool = True) -> bool:
+        """Whether the tree is finite at ``var = x`` for the params' values; ``robust``: and
+        no value of params alone is a nonzero number outside float32's normal range either
+        (lambda^2 = 1e-320 is finite in Python, but 0 in float32 and flushed to 0 by some
+        float64 kernels, so ``lambda^2 / (lambda^2 + s^2)`` is 0/0 at s = 0 there)."""
+        env = {self.names[sym]: v for sym, v in self.values.items()}
+        # Python floats only: every node is computed by exprs.ieee_scalar (no NumPy: ``check``
+        # starts without it)
+        y = exprs.evaluate(op, {**env, self.names[var]: x}, {})
+        try:
+            if not math.isfinite(float(y)):
+                return False
+        except (TypeError, ValueError):
+            return False
+        return not robust or not any(v != 0 and not exprs.FLOAT32_TINY <= abs(v) <= exprs.FLOAT32_MAX
+                                     for v in _scalar_values(op, env, self.names[var]))
+
+    def lower(self, expr: sp.Expr, var: sp.Symbol, alternatives: tuple = (),
+              one_sided: bool = False) -> tuple[sp.Expr, exprs.Op]:
+        first = overflow_safe(expr)
+        op = self.op(first, var)
+        if self.finite_at(op, var):
+            return first, op
+        fallback = (first, op) if self.finite_at(op, var, robust=False) else None
+        for form in self._alternatives(expr, alternatives):
+            form = overflow_safe(form)
+            alt = self.op(form, var)
+            if self.finite_at(alt, var):
+                return form, alt
+            if fallback is None and self.finite_at(alt, var, robust=False):
+                fallback = (form, alt)
+        form, op = fallback or (first, op)
+        at_zero = self._limit_at_zero(expr, var, one_sided)
+        if at_zero is None:
+            return form, op
+        return form, exprs.Op("where_zero", (at_zero, op), name=self.names[var])
+
+    @staticmethod
+    def _alternatives(expr: sp.Expr, given: tuple):
+        yield from given
+        limit, timeout = _time_limit(CANCEL_SECONDS)
+        try:
+            with limit:
+                cancelled = sp.cancel(sp.together(expr))
+        except (timeout, sp.PolynomialError, NotImplementedError, TypeError, ValueError):
+            return
+        yield cancelled
+
+    def _limit_at_zero(self, expr: sp.Expr, var: sp.Symbol, one_sided: bool) -> Optional[exprs.Op]:
+        """The limit of expr at var = 0 as an op tree over the params, or None if it is not
+        finite (or not found in time).  Tried with the params symbolic first (a learned param
+        keeps its meaning), then with their values."""
+        for form in (expr, expr.xreplace({k: sp.Float(v, 30) for k, v in self.values.items()})):
+            lim = self._limit(form, var, one_sided)
+            if lim is None:
+                continue
+            try:
+                op = exprs.lower_expr(lim, self.names, frozenset({var}), self.values)
+            except exprs.UnsupportedExpression:
+                continue
+            if self.finite_at(op, var):
+                return op
+        return None
+
+    @staticmethod
+    def _limit(expr: sp.Expr, var: sp.Symbol, one_sided: bool) -> Optional[sp.Expr]:
+        limit, timeout = _time_limit(LIMIT_SECONDS)
+        try:
+            with limit:
+                sides = [sp.limit(expr, var, 0, d) for d in (("+",) if one_sided else ("+", "-"))]
+        except (timeout, NotImplementedError, TypeError, ValueError, ArithmeticError,
+                sp.PolynomialError):
+            return None
+        lim = sides[0]
+        if any(sp.simplify(other - lim) != 0 for other in sides[1:]):
+            return None  # the one-sided limits differ: a jump, not a removable singularity
+        if lim.has(sp.Limit, sp.AccumBounds, sp.nan, sp.zoo) or lim.is_finite is False:
+            return None
+        return lim
+
+
+def _scalar_values(op: exprs.Op, env: dict, var: str):
+    """The values of the maximal subtrees of ``op`` free of ``var`` (params and constants)."""
+    if not _uses(op, var):
+        yield float(exprs.evaluate(op, env, {}))
+        return
+    for a in op.args:
+        yield from _scalar_values(a, env, var)
+
+
+def _uses(op: exprs.Op, var: str) -> bool:
+    return op.name == var or any(_uses(a, var) for a in op.args)
+
+
+def divide_out(phi: sp.Expr, var: sp.Symbol) -> sp.Expr:
+    """``phi / var`` with the division distributed over a sum, so that each term's factor of
+    var cancels (sympy cancels ``s * f / s`` automatically, not ``(s f + s g) / s``)."""
+    if phi.is_Add:
+        return sp.Add(*[divide_out(t, var) for t in phi.args])
+    return phi / var
+
+
+def overflow_safe(expr: sp.Expr) -> sp.Expr:
+    """Rewrites quotients of exponentials so that they cannot give inf/inf: ``N / (c + k exp(a))``
+    with ``exp(a)`` a factor of N (or of a term of N) becomes ``(N exp(-a)) / (c exp(-a) + k)``,
+    both distributed, so the sigmoid ``exp(a)/(1 + exp(a))`` is evaluated as
+    ``1/(exp(-a) + 1)``: 1 for large a (``exp(-a)`` underflows to 0), 0 for very negative a
+    (``1/inf``), never nan.  An identity: only the order of the floating-point operations
+    changes."""
+    if expr.is_Atom or not expr.args:
+        return expr
+    args = tuple(overflow_safe(a) for a in expr.args)
+    if args != expr.args:
+        expr = expr.func(*args)
+    return _divide_by_exponential(expr) if expr.is_Mul else expr
+
+
+def _divide_by_exponential(mul: sp.Expr) -> sp.Expr:
+    num = [f for f in mul.args if not (f.is_Pow and f.exp == -1 and f.base.is_Add)]
+    dens = [f.base for f in mul.args if f.is_Pow and f.exp == -1 and f.base.is_Add]
+    if len(dens) != 1:
+        return mul
+    top, den = sp.Mul(*num), dens[0]
+    for term in den.args:
+        grows = [f for f in sp.Mul.make_args(term) if isinstance(f, sp.exp)]
+        if len(grows) != 1 or not _has_exp_factor(top, grows[0]):
+            continue
+        shrink = sp.exp(-grows[0].args[0])
+        scale = lambda e: sp.Add(*[t * shrink for t in sp.Add.make_args(e)])  # noqa: E731
+        return sp.Mul(scale(top), sp.Pow(scale(den), -1))
+    return mul
+
+
+def _has_exp_factor(expr: sp.Expr, e: sp.Expr) -> bool:
+    """Whether ``e`` is a factor of expr or of one of its terms."""
+    return any(e in sp.Mul.make_args(t) for t in sp.Add.make_args(expr))
 
 
 def lower_stencils(model: Model) -> tuple[StencilIR, ...]:

@@ -242,9 +242,9 @@ class TrainableDiffusionNet(nn.Module):
         """Phi(v): the scalar activation (1D) or the vector activation g(|v|^2) v (2D)."""
         env = self.blocks[k].params(self._fixed_values)
         if not self.image:
-            return exprs.evaluate(self.arch.flux.op, {"s": v, **env}, self._lib)
+            return exprs.evaluate(self.arch.flux.op, self.arch.flux.env(v, env), self._lib)
         s2 = (v.select(-3, 0) ** 2 + v.select(-3, 1) ** 2).unsqueeze(-3)
-        return v * exprs.evaluate(self.arch.flux.radial_op, {"s2": s2, **env}, self._lib)
+        return v * exprs.evaluate(self.arch.flux.radial_op, self.arch.flux.env(s2, env, radial=True), self._lib)
 
     def block(self, u: torch.Tensor, k: int = 0) -> torch.Tensor:
         """``u - tau_k D_k^T Phi_k(D_k u)``."""

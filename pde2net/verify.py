@@ -144,15 +144,15 @@ class DenseOperator:
     def g_of(self, v: np.ndarray) -> np.ndarray:
         """The diffusivity at each entry of v = D u: ``Phi(s)/s`` (1D), ``g(|v|^2)`` (2D)."""
         if len(self.grid) == 1:
-            return self._eval(self.flux.ratio_op, {"s": v})
+            return self._eval(self.flux.ratio_op, {lower.FLUX_VAR: v})
         half = v.shape[-1] // 2
         vx, vy = v[..., :half], v[..., half:]
-        g = self._eval(self.flux.radial_op, {"s2": vx * vx + vy * vy})
+        g = self._eval(self.flux.radial_op, {lower.RADIAL_VAR: vx * vx + vy * vy})
         return np.concatenate([g, g], axis=-1)
 
     def phi(self, s: np.ndarray) -> np.ndarray:
         """The scalar flux Phi(s) (its op tree, evaluated directly)."""
-        return self._eval(self.flux.op, {"s": s})
+        return self._eval(self.flux.op, {lower.FLUX_VAR: s})
 
     def _eval(self, op: exprs.Op, env: dict) -> np.ndarray:
         shape = next(iter(env.values())).shape
