@@ -257,7 +257,7 @@ def _check_float32_range(s0: float, L: float) -> None:
     float32 numbers (a spec with an extreme grid spacing or bound)."""
     f32 = np.finfo(np.float32)
     vals = (s0 * s0, L * s0 * s0, 8.0 / (L * s0 * s0) if L * s0 > 0 else math.inf)
-    if not all(f32.tiny * 2 ** 10 <= v <= float(f32.max) * 2 ** -10 for v in vals):
+    if not all(float(f32.tiny) * 2 ** 10 <= v <= float(f32.max) * 2 ** -10 for v in vals):
         raise ValueError(f"no trainable network: the stencil's weight norm {s0:g} and L = {L:g} give "
                          f"a step outside the float32 range")
 
@@ -444,8 +444,9 @@ class TrainableDiffusionNet(nn.Module):
         learn = ", ".join(self.learnable) or "none"
         fixed = "; ".join(f"{n} fixed: {why}" for n, why in self.fixed_params.items())
         return (f"trainable ResNet: {self.steps} blocks u <- u - tau D^T Phi(D u), "
-                f"{'shared' if self.shared else 'per-block'} parameters; tau = theta 2/(L B(w)), "
-                f"theta in (0, {THETA_MAX}), B(w) = sum (sum|w|)^2 >= ||D||^2, L = {self.L:g}; "
+                f"{'shared' if self.shared else 'per-block'} parameters; weights W = s0 w/||w||_1 "
+                f"(s0 = {self.blocks[0].s0:g}); tau = theta 2/(L B(w)), theta in [0, {THETA_MAX}), "
+                f"B(w) = max(sum (sum|W|)^2, s0^2/4) >= ||D||^2, L = {self.L:g}; "
                 f"learned params: {learn}" + (f"; {fixed}" if fixed else ""))
 
 

@@ -257,3 +257,11 @@ def test_effective_weights_are_scale_free_and_exact_at_the_spec():
         m = np.abs(w).max()
         want = s0 * w / np.abs(w).sum() if m >= 2.0 ** -31 else s0 * w * 2.0 ** 32
         np.testing.assert_allclose(net.effective_weights(0)[0].detach().double().numpy(), want, rtol=1e-6)
+
+
+def test_a_spec_whose_step_leaves_the_float32_range_is_refused():
+    """h = 1e-20: the weights' l1 norm 2e20 squares to 4e40 > float32 max; no trainable network."""
+    spec = ("pde t1\nfield u(x)\nequation dt(u) = dxx(u)\ngrid h = 1e-20\nboundary periodic\n"
+            "scheme explicit(tau = 1e-41, steps = 2)\n")
+    with pytest.raises(ValueError, match="outside the float32 range"):
+        pde2net.compile_text(spec).module(trainable=True)
