@@ -396,8 +396,8 @@ class TrainableDiffusionNet(nn.Module):
         n = size or (12 if self.image else 64)
         shape = (n, n + 1) if self.image else (n,)
         m = int(np.prod(shape))
-        net = copy.deepcopy(self).double()  # float64 checks; the module itself stays as it is
-        own = next(self.parameters()).dtype
+        net = copy.deepcopy(self).double().cpu()  # float64 checks; the module itself stays as it is
+        own, dev = next(self.parameters()).dtype, next(self.parameters()).device
         slack = 1e-6 if own == torch.float32 else 1e-12
         rng = np.random.default_rng(seed)
         blocks = []
@@ -419,16 +419,17 @@ class TrainableDiffusionNet(nn.Module):
             scale = np.abs(inputs.reshape(len(inputs), -1)).max(axis=1, keepdims=True)
             dense_err = float(np.nanmax(np.abs(got - ref) / scale)) if np.all(np.isfinite(got)) else math.inf
             gain = _max_gain(got, inputs)
-            live = self.block(x.to(own), k)
+            live = self.block(x.to(device=dev, dtype=own), k).double().cpu()
             live_ok = bool(torch.isfinite(live).all())
-            live_gain = _max_gain(live.double().reshape(len(inputs), -1).numpy(), inputs) if live_ok else math.inf
+            live_gain = _max_gain(live.reshape(len(inputs), -1).numpy(), inputs) if live_ok else math.inf
             blocks.append({"norm_D_sq": norm_sq, "B": cert["B"], "tau_L_norm_sq": cert["tau"] * self.L * norm_sq,
                            "dense_rel_error": dense_err, "max_gain": gain, "max_gain_own_dtype": live_gain})
-        stress = torch.tensor(_stress_inputs(rng.standard_normal(shape), shape, rng)).to(own)
-        full = self(stress)
+        stress = torch.tensor(_stress_inputs(rng.standard_normal(shape), shape, rng))
+        stress = stress.to(device=dev, dtype=own)
+        full = self(stress).double().cpu()
         full_ok = bool(torch.isfinite(full).all())
-        full_gain = _max_gain(full.double().reshape(len(stress), -1).numpy(),
-                              stress.double().numpy()) if full_ok else math.inf
+        full_gain = _max_gain(full.reshape(len(stress), -1).numpy(),
+                              stress.double().cpu().numpy()) if full_ok else math.inf
         ok = all(b["norm_D_sq"] <= b["B"] * (1 + 1e-12) and b["tau_L_norm_sq"] < 2
                  and b["dense_rel_error"] <= 1e-10 and b["max_gain"] <= 1 + 1e-12
                  and b["max_gain_own_dtype"] <= 1 + slack for b in blocks) and full_gain <= 1 + slack
@@ -457,8 +458,9 @@ def _stress_inputs(top: np.ndarray, shape: tuple[int, ...], rng: np.random.Gener
     m = int(np.prod(shape))
     last = np.indices(shape)[-1].astype(float)
     rows = [amp * top / np.linalg.norm(top) for amp in (1e-6, 1e-3, 1.0, 10.0)]
+    flats = np.repeat(rng.uniform(-1e3, 1e3, (m + 3) // 4), 4)[:m].reshape(shape)
     rows += [np.where(last < shape[-1] / 2, 0.0, 1.0), np.full(shape, 3.0), 1e3 * last,
-             -1e3 * np.indices(shape)[0].astype(float), np.repeat(rng.uniform(-1e3, 1e3, (m + 3) // 4), 4)[:m].reshape(shape)]
+             -1e3 * np.indices(shape)[0].astype(float), flats]
     rows += [rng.standard_normal(shape) * a for a in (1e-3, 1.0, 1e3, 1e6)]
     return np.stack(rows)
 
