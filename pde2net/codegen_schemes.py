@@ -46,7 +46,11 @@ def _weights(ir: StencilIR, scale) -> tuple[float, ...]:
 
 def _square_weights(ir: StencilIR, scale) -> tuple[float, ...]:
     """``scale * W1^2`` (elementwise), the weights of diag(D^T G D): the squared stencil
-    ``(w_j^2, order 2m)`` built exactly as layers.frozen_diagonal builds it, rounded once."""
+    ``(w_j^2, order 2m)`` built exactly as layers.frozen_diagonal builds it, rounded once.
+
+    Valid whenever no two taps of a row share a column: every boundary but a periodic grid shorter
+    than the stencil, where the live module squares the sums of the aliased taps instead
+    (``layers.aliased_diagonal``, which depends on the grid size and so is no fixed table)."""
     st = ir.stencil
     square = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
     return tuple(float(scale * w) for w in square.scaled)

@@ -233,8 +233,16 @@ class DiffusionOperator(nn.Module):
         return self.pair.Dt(G * self.pair.D(u), scale)
 
     def frozen_diagonal(self, G: torch.Tensor, scale=1) -> torch.Tensor:
-        """``diag(scale * D^T G D)_j = scale * sum_i D_ij^2 G_i``: the transposed correlation of G
-        with the squared weights (same paddings), for Jacobi smoothers."""
+        """``diag(scale * D^T G D)_j = scale * sum_i D_ij^2 G_i``, for Jacobi smoothers.
+
+        Each row of D holds every weight in its own column, except on a periodic grid shorter
+        than the stencil (N < K), where taps ``t`` with equal ``(t - o) mod N`` land on one column
+        and ``D_ij`` is their sum: there :func:`aliased_diagonal` squares those sums.  Otherwise
+        the transposed correlation of G with the squared weights (same paddings).
+        """
+        ir = self.pair.ir
+        if ir.boundary == "periodic" and G.shape[-1] < ir.stencil.size:
+            return aliased_diagonal(G, ir.stencil, scale, -1)
         if not hasattr(self, "_square_pair"):
             st = self.pair.ir.stencil
             sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
@@ -508,8 +516,9 @@ class DiffusionOperator2D(nn.Module):
         return self.Dt(G * self.D(u), scale)
 
     def frozen_diagonal(self, G: torch.Tensor, scale=1) -> torch.Tensor:
-        """``diag(scale * grad^T G grad)_k = scale * sum_axes sum_i D_ik^2 G_i``: per axis the
-        transposed correlation of G with the squared weights, for Jacobi smoothers."""
+        """``diag(scale * grad^T G grad)_k = scale * sum_axes sum_i D_ik^2 G_i``, for Jacobi
+        smoothers: per axis the transposed correlation of G with the squared weights, or, along a
+        periodic axis shorter than the stencil (aliased taps), :func:`aliased_diagonal`."""
         if not hasattr(self, "_square_pairs"):
             pairs = []
             for p in (self.px, self.py):
@@ -518,8 +527,13 @@ class DiffusionOperator2D(nn.Module):
                 pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis), p.backend))
             self._square_pairs = nn.ModuleList(pairs)
         g = G.select(-3, 0) if G.dim() >= 3 and G.shape[-3] == 1 else G
-        sx, sy = self._square_pairs
-        return sx.Dt(g, scale) + sy.Dt(g, scale)
+        parts = []
+        for p, sq in zip((self.px, self.py), self._square_pairs):
+            if p.ir.boundary == "periodic" and g.shape[p.dim] < p.size:
+                parts.append(aliased_diagonal(g, p.ir.stencil, scale, p.dim))
+            else:
+                parts.append(sq.Dt(g, scale))
+        return parts[0] + parts[1]
 
     @staticmethod
     def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -527,17 +541,28 @@ class DiffusionOperator2D(nn.Module):
         return (a * b).sum(dim=(-2, -1), keepdim=True)
 
 
+def aliased_diagonal(G: torch.Tensor, stencil: Stencil, scale, dim: int) -> torch.Tensor:
+    """``diag(scale * D^T G D)`` along ``dim`` for the periodic D of a grid of ``N`` points, any N.
+
+    D is circulant: ``D_ij = c_((j - i) mod N)`` with the folded weights ``c_r = sum of w_t over
+    the taps t with (t - o) mod N = r`` (exact, then rounded once with ``scale``), so
+    ``diag_j = scale * sum_r c_r^2 G_((j - r) mod N)``: ``G`` rolled by r, weighted and summed.
+    Equals the squared-weight correlation when N >= K (no two taps share a column).
+    """
+    n = G.shape[dim]
+    folded = [0] * n
+    for t, w in enumerate(stencil.scaled):
+        folded[(t - stencil.offset) % n] += w
+    acc = None
+    for r, c in enumerate(folded):
+        coeff = float(scale * c * c)
+        if coeff == 0.0:
+            continue
+        term = coeff * torch.roll(G, shifts=r, dims=dim)
+        acc = term if acc is None else acc + term
+    return acc if acc is not None else torch.zeros_like(G)
+
+
 def make_operator(arch: Architecture, backend: str = "fused") -> nn.Module:
     """The diffusion operator of the architecture's dimension (1D rows or 2D images)."""
     return DiffusionOperator2D(arch, backend) if len(arch.dims) == 2 else DiffusionOperator(arch, backend)
-
-
-def build_module(arch: Architecture, backend: str = "fused", doc: str = "") -> DiffusionNet:
-    """The live module, as an instance of a subclass named after the spec (``PeronaMalik``)."""
-    from .schemes import network_class  # the non-explicit schemes' networks
-
-    base = network_class(arch.scheme)
-    cls = type(arch.class_name, (base,), {"__doc__": doc or base.__doc__,
-                                          "__module__": "pde2net.generated"})
-    return cls(arch, backend)
-

@@ -16,6 +16,8 @@ Rows are ``(B, n)``.
   output entry sees exactly one column of the band): exact up to the float64 round-off of the
   composed convolutions.
 - Smoother: damped Jacobi ``x <- x + omega (f - A x) / diag(A)``; coarsest level: exact inverse.
+  ``diag(A)`` is the probed main band, the true diagonal also on a periodic grid shorter than the
+  band (there the other diagonals that alias a column keep it once, see :func:`probe_bands`).
 """
 from __future__ import annotations
 
@@ -129,7 +131,14 @@ def probe_bands(apply: "Callable", n: int, b: int, periodic: bool, ops, like):
     rows = []
     for d in range(2 * b + 1):
         j = idx + (d - b)
-        valid = ops.as_float(j == j, like) if periodic else ops.as_float((j >= 0) & (j < n), like)
+        if periodic:
+            # n < 2b + 1: diagonals d, e with (d - e) mod n = 0 land on one column, and each probed
+            # entry is the whole column's: only the one nearest the main diagonal (then the lower)
+            # keeps it, so band_apply counts every column once (inline: the source copies this)
+            nearest = min((abs(e - b), e) for e in range(2 * b + 1) if (e - d) % n == 0)[1]
+            valid = ops.as_float(j == j, like) * float(nearest == d)
+        else:
+            valid = ops.as_float((j >= 0) & (j < n), like)
         col = (j % n) % q
         rows.append((y[col, idx] * valid)[None, :])
     return ops.cat([r.T for r in rows]).T

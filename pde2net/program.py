@@ -66,9 +66,9 @@ class Program:
 
             net = tr.build_trainable(arch, self.model, shared, doc)
         else:
-            from . import layers  # torch is heavy: only here
+            from . import schemes  # torch is heavy: only here
 
-            net = layers.build_module(arch, backend, doc)
+            net = schemes.build_module(arch, backend, doc)
         if dtype is not None or device is not None:
             net = net.to(device=device, dtype=dtype)
         if compile:

@@ -1,4 +1,4 @@
-"""The live networks of the schemes beyond the explicit one (torch; imported by layers lazily).
+"""The live networks of every scheme, and :func:`build_module`, which picks one (torch).
 
 Each is written against the operator interface of :mod:`pde2net.layers` (``D``, ``Dt(v, scale)``,
 ``explicit_step``, ``diffusivity``, ``frozen_apply``, plus ``inner`` / ``frozen_diagonal`` for the
@@ -13,6 +13,9 @@ outer loop (one cycle for FED/FSI, one time step otherwise); ``forward`` repeats
   time: CG or damped Jacobi for ``(I + tau D^T G(u^k) D) x = u^k`` from x = 0, or the fixed point
   ``v <- u^k - tau D^T Phi(D v)`` from v = u^k.
 - Multigrid (MATH.md 7): V-cycles as a U-net (see :mod:`pde2net.multigrid`).
+
+Imports go one way: this module builds on :mod:`pde2net.layers` (the operators and the explicit
+network), which knows nothing of the schemes.
 """
 from __future__ import annotations
 
@@ -278,3 +281,11 @@ def network_class(scheme) -> type:
         return NETWORKS[type(scheme)]
     except KeyError:
         raise NotImplementedError(f"no live network for {type(scheme).__name__}") from None
+
+
+def build_module(arch, backend: str = "fused", doc: str = "") -> DiffusionNet:
+    """The live module, as an instance of a subclass named after the spec (``PeronaMalik``)."""
+    base = network_class(arch.scheme)
+    cls = type(arch.class_name, (base,), {"__doc__": doc or base.__doc__,
+                                          "__module__": "pde2net.generated"})
+    return cls(arch, backend)
