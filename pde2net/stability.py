@@ -374,8 +374,8 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
 
     if facts.status == "negative":
         return report(False, "not stable",
-                      f"backward diffusion, negative diffusivity: {facts.detail}; the proof needs Phi(s)/s >= 0, and with a "
-                      f"sign change a ramp grows for every tau > 0 (MATH.md 1)")
+                      f"backward diffusion (negative diffusivity: {facts.detail}); the proof needs "
+                      f"Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 (MATH.md 1)")
     if facts.status == "unbounded":
         return report(False, "not stable",
                       f"unbounded diffusivity: {facts.detail}, so no tau satisfies tau <= 2/(L ||D||^2)")

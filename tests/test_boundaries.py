@@ -336,6 +336,13 @@ def test_2d_fed_and_implicit_sources_use_the_flux_grid(boundary, tmp_path):
         with torch.no_grad():
             got = net.double()(torch.tensor(u0)).numpy().reshape(2, -1)
         assert_close(got, want, 1e-9)
+    # the same system by damped Jacobi: its diagonal sum_i D_ik^2 G_i reads G on the flux grid
+    prog = pde2net.compile_text(text.replace("solver = cg, iterations = 60",
+                                             "solver = jacobi, iterations = 400"))
+    for label, net in networks(prog, tmp_path, f"jac_{kinds[0]}_{kinds[1]}"):
+        with torch.no_grad():
+            got = net.double()(torch.tensor(u0)).numpy().reshape(2, -1)
+        assert_close(got, want, 1e-9)
 
 
 def test_multigrid_dirichlet_solves_the_dirichlet_problem():
