@@ -467,10 +467,12 @@ class DiffusionOperator2D(nn.Module):
     """``A(u) = grad_h^T Phi(grad_h u)`` on images ``(B, H, W)``, x the last axis: the
     :class:`DiffusionOperator` interface in 2D.
 
-    ``D(u)`` is the two-channel gradient ``(B, 2, H, W)`` (channel 0 = x, 1 = y; one conv2d per
-    axis), ``Dt(v, scale)`` the divergence ``scale * (Dx^T v_x + Dy^T v_y)`` (transposed conv2d
-    with the same weights), the activation the vector flux ``g(|v|^2) v``, and ``diffusivity(u)``
-    is ``g(|grad u|^2)`` per node, shape ``(B, 1, H, W)``.  ``||grad_h||^2 <= 4/hx^2 + 4/hy^2``.
+    ``D(u)`` is the two-channel gradient ``(B, 2, H', W')`` on the grid of flux points
+    (channel 0 = x, 1 = y; one conv2d per axis): ``H' = H`` and ``W' = W`` except along a
+    dirichlet axis, which has K - 1 ghost points more (see :class:`AxisPair`).  ``Dt(v, scale)``
+    is the divergence ``scale * (Dx^T v_x + Dy^T v_y)`` (transposed conv2d with the same weights),
+    the activation the vector flux ``g(|v|^2) v``, and ``diffusivity(u)`` is ``g(|grad u|^2)``
+    per flux point, shape ``(B, 1, H', W')``.  ``||grad_h||^2 <= 4/hx^2 + 4/hy^2``.
     """
 
     ndim = 2
