@@ -8,7 +8,8 @@ recognises generalised nonlinear diffusion of order 2m,
     u_t = (-1)^(m+1) d^m( Phi(d^m u) )          (1D)
     u_t = div( g(|grad u|^2) grad u )            (2D, isotropic),
 
-normalised to the order ``m`` and the flux ``Phi(s)`` (a positive constant factor absorbed).
+normalised to the order ``m`` and the flux ``Phi(s)`` (a constant factor absorbed, whatever its
+sign: the sign of the normal form's flux decides forward or backward diffusion, not the spelling).
 Derivatives of the field are kept as the undefined sympy functions ``dx(expr, k)``, ``dy``,
 ``grad``, ``div``, ``norm``, ``laplace`` so the recogniser can match them structurally.
 """
@@ -142,7 +143,7 @@ class Model:
     equation_text: str
     grid: tuple[sp.Expr, ...]
     size: Optional[tuple[int, ...]]
-    boundary: str
+    boundary: Union[str, tuple[str, ...]]  # one kind, or one per space axis (x first)
     stencil: StencilChoice
     scheme: str
     settings: dict[str, Setting]
@@ -328,12 +329,46 @@ def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.
         _check_expr(a, src, names, funcs, allow_deriv, ndim)
 
 
+def _check_boundary(stmt: ast.BoundaryStmt, dims: tuple[ast.Ident, ...], src: Source) -> None:
+    """``boundary KIND`` or ``boundary x: KIND, y: KIND``: known kinds, each axis a space
+    variable of the field and given at most once (an axis left out is neumann)."""
+    if stmt.kind is not None:
+        k = stmt.kind
+        if k.text not in BOUNDARIES:
+            raise PdeError(f"unknown boundary '{k.text}'", k.pos, src, did_you_mean(k.text, BOUNDARIES))
+        return
+    names = [d.text for d in dims]
+    seen: set[str] = set()
+    for axis, kind in stmt.axes:
+        if axis.text not in names:
+            raise PdeError(f"unknown axis '{axis.text}' in the boundary: the field's space variables "
+                           f"are {', '.join(names)}", axis.pos, src, did_you_mean(axis.text, names))
+        if axis.text in seen:
+            raise PdeError(f"the boundary of axis '{axis.text}' is given twice", axis.pos, src,
+                           "each axis at most once, e.g. 'boundary x: periodic, y: neumann'")
+        seen.add(axis.text)
+        if kind.text not in BOUNDARIES:
+            raise PdeError(f"unknown boundary '{kind.text}' for axis '{axis.text}'", kind.pos, src,
+                           did_you_mean(kind.text, BOUNDARIES))
+
+
+def boundary_kinds(stmt: Optional[ast.BoundaryStmt], dims: tuple[str, ...]) -> Union[str, tuple[str, ...]]:
+    """The model's boundary: one kind (``boundary KIND``, default neumann), or a kind per space
+    axis in the field's order (``boundary x: periodic, y: neumann``; an axis left out is neumann)."""
+    if stmt is None:
+        return "neumann"
+    if stmt.kind is not None:
+        return stmt.kind.text
+    given = {axis.text: kind.text for axis, kind in stmt.axes}
+    kinds = tuple(given.get(d, "neumann") for d in dims)
+    return kinds[0] if len(set(kinds)) == 1 else kinds
+
+
 def _check_settings(defs: _Defs, defined, src: Source) -> None:
     ndim = len(defs.field.dims)
     params = set(_names(defined, "param"))
-    if defs.boundary and defs.boundary.kind.text not in BOUNDARIES:
-        k = defs.boundary.kind
-        raise PdeError(f"unknown boundary '{k.text}'", k.pos, src, did_you_mean(k.text, BOUNDARIES))
+    if defs.boundary:
+        _check_boundary(defs.boundary, defs.field.dims, src)
     if defs.stencil and defs.stencil.kind and defs.stencil.kind.text not in NAMED_STENCILS:
         k = defs.stencil.kind
         raise PdeError(f"unknown stencil '{k.text}'", k.pos, src,
@@ -655,7 +690,7 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
 
     grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
     size = _size(st.get(ast.SizeStmt), src, values, len(dims))
-    boundary = st[ast.BoundaryStmt].kind.text if ast.BoundaryStmt in st else "neumann"
+    boundary = boundary_kinds(st.get(ast.BoundaryStmt), dims)
     stencil = _stencil(st.get(ast.StencilStmt), src, values)
     sch: ast.SchemeStmt = st[ast.SchemeStmt]
     settings = _settings(sch, src, values)
@@ -695,7 +730,7 @@ ACCEPTED_FORMS = (
     "dt(u) = -dxx( g(dxx(u)^2) * dxx(u) ) | dt(u) = -dxxxx(u) | "
     "dt(u) = (-1)^(m+1) d^m( phi(d^m(u)) ) | "
     "dt(u) = div( g(norm(grad(u))^2) * grad(u) ) | dt(u) = laplace(u); "
-    "a positive constant factor is allowed"
+    "a constant factor is absorbed into the flux (a negative one is backward diffusion)"
 )
 
 
@@ -723,15 +758,13 @@ def _split_factor(rhs: sp.Expr, u: sp.Symbol, eq, src) -> tuple[sp.Expr, sp.Expr
 
 
 def _check_sign(c: sp.Expr, m: int, values: dict, eq, src) -> None:
-    """The factor c in u_t = c d^m(...) must make (-1)^(m+1) c a positive constant."""
+    """The factor c in u_t = c d^m(...) must be a real constant.  Its sign is not checked here:
+    ``(-1)^(m+1) c`` is folded into the flux, and the normal form decides (a flux with
+    Phi(s)/s < 0 is backward diffusion, which the stability pass reports as "not stable"), so
+    ``-dxx(u)`` and ``dx(-dx(u))`` mean the same, as do ``dxx(-dxx(u))`` and ``-dxx(dxx(u))``."""
     k = ((-1) ** (m + 1) * c).xreplace(values)
-    if not k.is_number:
-        raise _refuse(f"the factor {show(c)} is not a constant", eq, src)
-    if not k.is_positive:
-        want = "+" if m % 2 == 1 else "-"
-        raise _refuse(f"the sign is that of backward (anti-)diffusion: for order m = {m} the form is "
-                      f"dt(u) = {want}{'d' + 'x' * m}(...) with a positive factor (got {show(c)})",
-                      eq, src)
+    if not k.is_number or k.is_extended_real is False:
+        raise _refuse(f"the factor {show(c)} is not a real constant", eq, src)
 
 
 def _recognise_1d(rhs: sp.Expr, u: sp.Symbol, values: dict, eq: ast.EquationStmt,

@@ -33,6 +33,30 @@ EPILOG = """examples:
 
 
 # --------------------------------------------------------------------------------- check
+_BOUNDARY_MEANING = {"neumann": "zero flux, valid convolution", "periodic": "circular padding",
+                     "dirichlet": "u = 0 outside on every side, full convolution"}
+
+
+def _boundary_words(a) -> str:
+    """The boundary of each axis, what it means, and the shape of D u."""
+    from .lower import boundary_text
+
+    grow = {"neumann": lambda k: f"-{k - 1}" if k > 1 else "", "periodic": lambda k: "",
+            "dirichlet": lambda k: f"+{k - 1}" if k > 1 else ""}
+    if len(a.stencils) == 1:
+        st = a.stencils[0]
+        return (f"{st.boundary} boundary ({_BOUNDARY_MEANING[st.boundary]}, "
+                f"N -> N{grow[st.boundary](st.stencil.size)})")
+    kinds = [st.boundary for st in a.stencils]
+    meaning = _BOUNDARY_MEANING[kinds[0]] if len(set(kinds)) == 1 else \
+        "; ".join(f"{'xyz'[i]}: {_BOUNDARY_MEANING[k]}" for i, k in enumerate(kinds))
+    # both gradient channels on one grid of flux points: the nodes, plus K - 1 ghosts along a
+    # dirichlet axis (zero rows where a neumann stencil leaves the grid)
+    shape = ", ".join(f"{n}{'+%d' % (st.stencil.size - 1) if st.boundary == 'dirichlet' else ''}"
+                      for n, st in zip(("H", "W"), reversed(a.stencils)))
+    return f"{boundary_text(a.stencils)} boundary ({meaning}, (H, W) -> (2, {shape}))"
+
+
 def check_text(prog: Program) -> str:
     """The human-readable report: structure, network, bound, verdict."""
     from .codegen import describe_network
@@ -40,18 +64,13 @@ def check_text(prog: Program) -> str:
 
     m, a, r = prog.model, prog.arch, prog.stability
     st = a.stencils[0]
-    n_out = "N -> N-%d" % (st.stencil.size - 1) if st.boundary == "neumann" else "N -> N"
-    if m.ndim == 2:  # one gradient channel per axis at every node (zero rows where a stencil leaves the grid)
-        n_out = "(H, W) -> (2, H, W)" + (", zero across the far edges" if st.boundary == "neumann" else "")
-    boundary_meaning = {"neumann": "zero flux, valid convolution", "periodic": "circular padding",
-                        "dirichlet": "zero extension"}[st.boundary]
     lines = [
         f"{m.name}: generalised nonlinear diffusion of order 2m = {2 * m.order} ({m.ndim}D)",
         f"  equation   dt({m.field}) = {m.equation_text}",
         f"  flux       Phi(s) = {a.flux.text}"
         + (f"   (from diffusivity {m.diffusivity})" if m.diffusivity else ""),
         f"  stencil    D = {st.stencil.describe()} ({m.stencil.kind}, accuracy O(h^{st.stencil.accuracy})), "
-        f"{st.boundary} boundary ({boundary_meaning}, {n_out})",
+        f"{_boundary_words(a)}",
         f"  scheme     {m.scheme}: " + ", ".join(f"{k} = {v.value}" for k, v in m.settings.items()),
         f"  network    {describe_network(a)}",
         "",

@@ -13,7 +13,7 @@ from . import exprs
 from . import multigrid as mg
 from .analyse import python_name
 from .lower import (FED, FSI, FLUX_VAR, RADIAL_VAR, Architecture, Explicit, Implicit, Multigrid,
-                    StencilIR)
+                    StencilIR, boundary_text)
 from .stability import StabilityReport
 
 # The multigrid functions the U-net's source copies verbatim (module-level names there).
@@ -58,7 +58,7 @@ def docstring(arch: Architecture, report: Optional[StabilityReport]) -> str:
         f"Normal form: u_t = div(g(|grad u|^2) grad u), vector flux g(|v|^2) v, Phi(s) = {arch.flux.text}",
         f"Stencil:  D = {st.stencil.describe()}, boundary {st.boundary}" if len(arch.dims) == 1 else
         f"Stencil:  grad = (Dx, Dy), Dx = {st.stencil.describe()}, Dy = {arch.stencils[1].stencil.describe()}, "
-        f"boundary {st.boundary}",
+        f"boundary {boundary_text(arch.stencils)}",
         f"Network:  {describe_network(arch)}",
     ]
     if report is not None:
@@ -234,6 +234,9 @@ def _axis_d_lines(ir: StencilIR, out: str) -> list[str]:
     if ir.boundary == "neumann" and k > 1:
         zero = _pad_dim_call(out, (o, k - 1 - o, "zeros"), dim)
         lines.append(f"{out} = {zero}  # zero flux where the stencil leaves the grid")
+    for other, before, after in ir.cross:
+        zero = _pad_dim_call(out, (before, after, "zeros"), other)
+        lines.append(f"{out} = {zero}  # onto the flux points of the dirichlet axis (ghosts: 0)")
     return lines
 
 
@@ -246,15 +249,17 @@ def _grad_lines(arch: Architecture) -> list[str]:
 def _grad_doc(arch: Architecture) -> str:
     """The one-line docstring of ``W1``."""
     irx, iry = arch.stencils
+    kinds = irx.boundary if irx.boundary == iry.boundary else f"x: {irx.boundary}, y: {iry.boundary}"
     return (f"Two-channel conv (the gradient): x weights {list(irx.weights)}, y weights "
-            f"{list(iry.weights)}, {irx.boundary} boundary.")
+            f"{list(iry.weights)}, {kinds} boundary.")
 
 
 def _axis_dt_prep_lines(ir: StencilIR, var: str) -> list[str]:
     """Lines turning the one-channel ``var`` into the padded input of the transposed correlation
     along one axis, and ``n``, its output length (as layers.AxisPair.Dt before shifted_sum_dim)."""
     k, dim, o = ir.stencil.size, ir.axis, ir.stencil.offset
-    lines = []
+    lines = [f"{var} = {var}.narrow({other}, {before}, {var}.shape[{other}] - {before + after})"
+             for other, before, after in ir.cross]  # the dirichlet axis's ghost rows: D's zeros
     if ir.boundary == "neumann" and k > 1:
         crop = f"{var}[..., {o}:{o} + {var}.shape[-1] - {k - 1}]" if dim == -1 \
             else f"{var}[..., {o}:{o} + {var}.shape[-2] - {k - 1}, :]"

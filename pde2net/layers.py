@@ -360,7 +360,14 @@ class AxisPair(nn.Module):
     neumann: the valid correlation (complete stencil rows only) followed by zero rows where the
     stencil would leave the grid (for the forward difference: zero across the far edge), so
     ``D_axis = I (x) D_1d`` with zero rows inserted: same norm, and D^T crops then transposes.
-    periodic / dirichlet: circular / zero padding as in 1D.
+    periodic: circular padding as in 1D.  dirichlet: the full correlation of the zero-extended
+    input, K - 1 more points along the axis (the flux grid, see Stencil.flux_grid_padding).
+
+    Both channels live on one grid of flux points: along a dirichlet axis it has K - 1 more
+    points than the nodes (for the forward difference the ghost row/column -1 first), so the
+    difference along the OTHER axis is zero-extended there (``ir.cross``; on a ghost row the
+    x-difference is 0 - 0 = 0) and D^T crops those zeros first.  Index ``i`` of the flux grid
+    along an axis is the point ``i - before`` with ``before = K - 1 - o`` (dirichlet) or 0.
     """
 
     def __init__(self, ir: StencilIR, backend: str) -> None:
@@ -381,7 +388,8 @@ class AxisPair(nn.Module):
         return scaled_weights(self._w2, self._exact, scale)[0]
 
     def D(self, u: torch.Tensor, zero_rows: bool = True) -> torch.Tensor:
-        """D along the axis; ``zero_rows=False`` (neumann): the complete-stencil rows only."""
+        """D along the axis on the flux grid; ``zero_rows=False``: only the rows :meth:`rows`
+        keeps (no zero rows)."""
         k, dim = self.size, self.dim
         up = pad_dim(u, *self.pad, dim)
         if self.backend == "conv":
@@ -390,19 +398,26 @@ class AxisPair(nn.Module):
             d = d.reshape(*lead, *d.shape[-2:])
         else:
             d = shifted_sum_dim(up, self.w1, tuple(range(k)), up.shape[dim] - k + 1, dim)
-        if self.neumann and k > 1 and zero_rows:  # zero flux where the stencil leaves the grid
-            d = pad_dim(d, self.offset, k - 1 - self.offset, "zeros", dim)
+        if zero_rows:
+            if self.neumann and k > 1:  # zero flux where the stencil leaves the grid
+                d = pad_dim(d, self.offset, k - 1 - self.offset, "zeros", dim)
+            for other, before, after in self.ir.cross:  # onto a dirichlet axis's flux grid
+                d = pad_dim(d, before, after, "zeros", other)
         return d
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
-        """The complete-stencil rows of a node array (neumann; all rows otherwise): what D^T
-        reads of its argument, the others being D's zero rows."""
+        """The rows of a flux-grid array that D^T reads, the others being D's zero rows: the
+        complete-stencil rows (neumann) and the nodes of the other axes (without the zeros that
+        extend them to a dirichlet axis's flux grid)."""
         k, dim = self.size, self.dim
+        for other, before, after in self.ir.cross:
+            x = x.narrow(other, before, x.shape[other] - before - after)
         return x.narrow(dim, self.offset, x.shape[dim] - k + 1) if self.neumann and k > 1 else x
 
     def Dt(self, v: torch.Tensor, scale=1, cropped: bool = False) -> torch.Tensor:
-        """``scale * D^T v``: crop the zero rows (neumann; ``cropped``: v holds only the
-        complete-stencil rows already), then the transposed correlation."""
+        """``scale * D^T v``: crop D's zero rows (neumann, and the cross-axis zeros of a
+        dirichlet axis; ``cropped``: v holds only the rows :meth:`rows` keeps), then the
+        transposed correlation."""
         k, dim = self.size, self.dim
         if not cropped:
             v = self.rows(v)
@@ -460,10 +475,12 @@ class DiffusionOperator2D(nn.Module):
     """``A(u) = grad_h^T Phi(grad_h u)`` on images ``(B, H, W)``, x the last axis: the
     :class:`DiffusionOperator` interface in 2D.
 
-    ``D(u)`` is the two-channel gradient ``(B, 2, H, W)`` (channel 0 = x, 1 = y; one conv2d per
-    axis), ``Dt(v, scale)`` the divergence ``scale * (Dx^T v_x + Dy^T v_y)`` (transposed conv2d
-    with the same weights), the activation the vector flux ``g(|v|^2) v``, and ``diffusivity(u)``
-    is ``g(|grad u|^2)`` per node, shape ``(B, 1, H, W)``.  ``||grad_h||^2 <= 4/hx^2 + 4/hy^2``.
+    ``D(u)`` is the two-channel gradient ``(B, 2, H', W')`` on the grid of flux points
+    (channel 0 = x, 1 = y; one conv2d per axis): ``H' = H`` and ``W' = W`` except along a
+    dirichlet axis, which has K - 1 ghost points more (see :class:`AxisPair`).  ``Dt(v, scale)``
+    is the divergence ``scale * (Dx^T v_x + Dy^T v_y)`` (transposed conv2d with the same weights),
+    the activation the vector flux ``g(|v|^2) v``, and ``diffusivity(u)`` is ``g(|grad u|^2)``
+    per flux point, shape ``(B, 1, H', W')``.  ``||grad_h||^2 <= 4/hx^2 + 4/hy^2``.
     """
 
     ndim = 2
@@ -524,7 +541,8 @@ class DiffusionOperator2D(nn.Module):
             for p in (self.px, self.py):
                 st = p.ir.stencil
                 sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
-                pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis), p.backend))
+                pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis, p.ir.cross),
+                                      p.backend))
             self._square_pairs = nn.ModuleList(pairs)
         g = G.select(-3, 0) if G.dim() >= 3 and G.shape[-3] == 1 else G
         parts = []

@@ -30,6 +30,10 @@ class StencilIR:
     stencil: Stencil
     boundary: str
     axis: int = -1  # the tensor axis it acts on: -1 for x, -2 for y
+    # (dim, before, after) per other space axis: the zeros that extend this axis's difference
+    # to the flux-point grid of a dirichlet axis there (Stencil.flux_grid_padding), so every
+    # gradient channel has the same shape; () in 1D and when no other axis is dirichlet
+    cross: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -422,7 +426,7 @@ def _has_exp_factor(expr: sp.Expr, e: sp.Expr) -> bool:
 def lower_stencils(model: Model) -> tuple[StencilIR, ...]:
     """D from the ``stencil`` statement, checked to approximate d^m; one per space axis."""
     ch = model.stencil
-    out = []
+    stencils = []
     for axis, h in enumerate(model.grid):
         st = make_stencil(ch.kind, model.order, h, ch.weights, ch.offset)
         why = st.consistency_error()
@@ -430,8 +434,29 @@ def lower_stencils(model: Model) -> tuple[StencilIR, ...]:
             raise model.error(f"stencil {st.describe()} is not an order-{model.order} difference: {why}",
                               "stencil", f"weights w with sum_j w_j (j - o)^q = 0 for q < {model.order} "
                               f"and sum_j w_j (j - o)^{model.order} = {model.order}!")
-        out.append(StencilIR(st, model.boundary, axis=-1 - axis))  # x is the last tensor axis
+        stencils.append(st)
+    kinds = axis_boundaries(model.boundary, len(stencils))
+    out = []
+    for axis, st in enumerate(stencils):
+        cross = tuple((-1 - other, *stencils[other].flux_grid_padding(kinds[other]))
+                      for other in range(len(stencils))
+                      if other != axis and kinds[other] == "dirichlet")
+        out.append(StencilIR(st, kinds[axis], axis=-1 - axis, cross=cross))  # x: the last tensor axis
     return tuple(out)
+
+
+def axis_boundaries(boundary, ndim: int) -> tuple[str, ...]:
+    """The boundary kind of each space axis (x first): one kind for all, or a per-axis tuple."""
+    return (boundary,) * ndim if isinstance(boundary, str) else tuple(boundary)
+
+
+def boundary_text(stencils: tuple[StencilIR, ...]) -> str:
+    """The boundary as reports show it: ``neumann`` when every axis has it, else per axis
+    (``x: periodic, y: neumann``)."""
+    kinds = [ir.boundary for ir in stencils]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    return ", ".join(f"{'xyz'[i]}: {k}" for i, k in enumerate(kinds))
 
 
 def lower_scheme(model: Model) -> Scheme:
@@ -575,5 +600,6 @@ def lower(model: Model) -> Architecture:
 
 
 def min_points(arch: Architecture) -> int:
-    """The fewest grid points a network input may have (a valid correlation needs K points)."""
-    return max(st.stencil.size for st in arch.stencils) if arch.stencils[0].boundary == "neumann" else 1
+    """The fewest grid points a network input may have along every axis: a valid correlation
+    (neumann) needs K points; the padded ones (periodic, dirichlet) one."""
+    return max(st.stencil.size if st.boundary == "neumann" else 1 for st in arch.stencils)

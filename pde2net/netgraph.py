@@ -25,10 +25,12 @@ def _shapes(arch: Architecture) -> tuple[str, str]:
     """(field shape, gradient shape) as text."""
     st = arch.stencils[0]
     k = st.stencil.size
-    if len(arch.dims) == 2:
-        return "(B, H, W)", "(B, 2, H, W)"
-    grad = f"(B, N-{k - 1})" if st.boundary == "neumann" and k > 1 else "(B, N)"
-    return "(B, N)", grad
+    if len(arch.dims) == 2:  # the flux grid: K - 1 ghost points along a dirichlet axis
+        ghosts = [f"+{ir.stencil.size - 1}" if ir.boundary == "dirichlet" and ir.stencil.size > 1 else ""
+                  for ir in arch.stencils]
+        return "(B, H, W)", f"(B, 2, H{ghosts[1]}, W{ghosts[0]})"
+    grad = {"neumann": f"(B, N-{k - 1})", "dirichlet": f"(B, N+{k - 1})"}.get(st.boundary, "(B, N)")
+    return "(B, N)", grad if k > 1 else "(B, N)"
 
 
 class _Builder:

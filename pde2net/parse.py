@@ -123,8 +123,9 @@ class SizeStmt:
 
 @dataclass(frozen=True)
 class BoundaryStmt:
-    kind: Ident
+    kind: Optional[Ident]  # one kind for every axis, or None when given per axis
     pos: Pos
+    axes: tuple[tuple[Ident, Ident], ...] = ()  # (axis, kind) per 'x: periodic' item, as written
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,14 @@ class _ToAst(lark.Transformer):
     def size_stmt(self, meta, c):
         return SizeStmt(tuple(c), _pos(meta))
 
-    def boundary_stmt(self, meta, c):
+    def boundary_all(self, meta, c):
         return BoundaryStmt(_ident(c[0]), _pos(meta))
+
+    def boundary_axes(self, meta, c):
+        return BoundaryStmt(None, _pos(meta), tuple(c))
+
+    def axis_boundary(self, meta, c):
+        return (_ident(c[0]), _ident(c[1]))
 
     def stencil_named(self, meta, c):
         return StencilStmt(_ident(c[0]), (), None, _pos(meta))
@@ -301,6 +308,10 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "a closing ')'": ["param k = (1", "param k = (1 + 2", "param k = f(1", "equation dt(u) = dx(dx(u)"],
     "an operator or the end of the line (one statement a line)": [
         "param k = 1 2", "param k = 1 k", "pde heat heat", "param k = 2 (1)", "boundary neumann x",
+    ],
+    "per-axis boundary kinds 'AXIS: KIND', e.g. 'boundary x: periodic, y: neumann'": [
+        "boundary x:", "boundary x: periodic,", "boundary x: periodic y: neumann",
+        "boundary x periodic, y: neumann", "boundary x: periodic, y", "boundary x: 1",
     ],
     "'(' and the space variables, e.g. 'field u(x)' or 'field u(x, y)'": [
         "field u", "field u x", "field u()", "field u(x,)", "field u(1)",

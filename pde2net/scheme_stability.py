@@ -44,8 +44,9 @@ def _exact_tau_bound(facts: FluxFacts, nb: sp.Expr) -> sp.Expr:
 def _flux_failure(facts: FluxFacts, nb: Optional[sp.Expr]) -> Optional[tuple[bool, str, str]]:
     """(stable, verdict, reason) when the flux or D rules out every proof, else None."""
     if facts.status == "negative":
-        return (False, "not stable", f"negative diffusivity: {facts.detail}; the proof needs "
-                f"Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 (MATH.md 1)")
+        return (False, "not stable", f"backward diffusion (negative diffusivity: {facts.detail}); "
+                f"the proof needs Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 "
+                f"(MATH.md 1)")
     if facts.status == "unbounded":
         return (False, "not stable", f"unbounded diffusivity: {facts.detail}, so no step size "
                 "satisfies tau <= 2/(L ||D||^2)")

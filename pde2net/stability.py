@@ -27,7 +27,7 @@ from sympy.calculus.util import continuous_domain, function_range
 
 from . import exprs
 from .analyse import S, Model
-from .lower import Architecture, Explicit
+from .lower import Architecture, Explicit, boundary_text
 
 SYMBOLIC_SECONDS = 20.0
 _T = sp.Symbol("t", positive=True)
@@ -336,7 +336,7 @@ def _base(model: Model, arch: Architecture, facts: FluxFacts, nb: Optional[sp.Ex
     return dict(
         name=model.name, scheme=model.scheme, order=model.order,
         L=None if facts.L is None else float(facts.L), norm_D_sq=None if nb is None else float(nb),
-        flux=f"Phi(s) = {arch.flux.text}", stencil=st.stencil.describe(), boundary=st.boundary,
+        flux=f"Phi(s) = {arch.flux.text}", stencil=st.stencil.describe(), boundary=boundary_text(arch.stencils),
         h=float(model.grid[0]) if model.ndim == 1 else [float(g) for g in model.grid],
         bound_expr=_symbolic_bound(arch),
     )
@@ -374,8 +374,8 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
 
     if facts.status == "negative":
         return report(False, "not stable",
-                      f"negative diffusivity: {facts.detail}; the proof needs Phi(s)/s >= 0, and with a "
-                      f"sign change a ramp grows for every tau > 0 (MATH.md 1)")
+                      f"backward diffusion (negative diffusivity: {facts.detail}); the proof needs "
+                      f"Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 (MATH.md 1)")
     if facts.status == "unbounded":
         return report(False, "not stable",
                       f"unbounded diffusivity: {facts.detail}, so no tau satisfies tau <= 2/(L ||D||^2)")

@@ -6,10 +6,15 @@ correlation of the padded signal and D^T the matching ``conv_transpose``:
 
 - ``neumann``   zero flux: no padding, a valid correlation, N -> N - K + 1 (K = len(w));
 - ``periodic``  circular padding (o left, K-1-o right), N -> N;
-- ``dirichlet`` zero extension (same padding with zeros), N -> N.
+- ``dirichlet`` u = 0 outside the domain on every side: the "full" correlation of the input
+  zero-extended by K-1 on both sides, N -> N + K - 1 (every row that touches a node).  D^T is then
+  the valid transposed correlation (no padding).  For the forward difference D is (N+1) x N and
+  ``D^T D = tridiag(-1, 2, -1) / h^2`` (docs/theory.md §12).
 
 Each is a finite section of the bi-infinite Toeplitz operator (or a circulant), which is what the
 symbol bound ``||D||^2 <= max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)`` needs (MATH.md 2).
+Neumann and Dirichlet are adjoint to each other in their paddings: neumann pads D^T by K-1 zeros
+on both sides, dirichlet pads D.
 """
 from __future__ import annotations
 
@@ -79,18 +84,34 @@ class Stencil:
         """(left, right, mode) padding that turns D into a valid correlation of the padded input."""
         if boundary == "neumann":
             return (0, 0, "none")
-        mode = "circular" if boundary == "periodic" else "zeros"
-        return (self.offset, self.size - 1 - self.offset, mode)
+        if boundary == "dirichlet":  # the full correlation: ghost zeros on every side
+            return (self.size - 1, self.size - 1, "zeros")
+        return (self.offset, self.size - 1 - self.offset, "circular")
 
     def adjoint_padding(self, boundary: str) -> tuple[int, int, str]:
         """Padding of v for ``(D^T v)_k = sum_j w_j vpad_(k + K - 1 - j)``."""
         if boundary == "neumann":
             return (self.size - 1, self.size - 1, "zeros")
-        mode = "circular" if boundary == "periodic" else "zeros"
-        return (self.size - 1 - self.offset, self.offset, mode)
+        if boundary == "dirichlet":  # the adjoint of the full correlation is a valid one
+            return (0, 0, "none")
+        return (self.size - 1 - self.offset, self.offset, "circular")
 
     def output_size(self, n: int, boundary: str) -> int:
-        return n - self.size + 1 if boundary == "neumann" else n
+        """Rows of D on n points: n - K + 1 (neumann), n (periodic), n + K - 1 (dirichlet)."""
+        if boundary == "neumann":
+            return n - self.size + 1
+        return n + self.size - 1 if boundary == "dirichlet" else n
+
+    def flux_grid_padding(self, boundary: str) -> tuple[int, int]:
+        """(before, after): how far the grid of flux points extends beyond the nodes along this
+        axis.  Row r of the dirichlet D belongs to the point ``r - (K - 1) + o`` (for the forward
+        difference r - 1: the ghost point -1 first), so the flux grid is the nodes plus
+        ``K - 1 - o`` points before and ``o`` after; with neumann and periodic it is the nodes.
+        In 2D the other axis's difference is zero-extended to the same grid, so both gradient
+        channels sit at the same points (the vector flux couples them per point)."""
+        if boundary != "dirichlet":
+            return (0, 0)
+        return (self.size - 1 - self.offset, self.offset)
 
     def matrix(self, n: int, boundary: str) -> np.ndarray:
         """The dense float64 matrix of D on n points (rows x n)."""
@@ -101,7 +122,7 @@ class Stencil:
         if rows < 1:
             raise ValueError(f"a {self.size}-point stencil needs at least {self.size} points, got {n}")
         d = np.zeros((rows, n))
-        shift = 0 if boundary == "neumann" else -self.offset
+        shift = {"neumann": 0, "periodic": -self.offset, "dirichlet": 1 - self.size}[boundary]
         for i in range(rows):
             for j, wj in enumerate(w):
                 k = i + j + shift

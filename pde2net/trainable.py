@@ -59,7 +59,7 @@ from torch import nn
 
 from . import exprs
 from .analyse import S, Model
-from .layers import pad_last
+from .layers import pad_dim, pad_last
 from .lower import Architecture, Explicit, StencilIR, min_points
 from .stability import SYMBOLIC_SECONDS, flux_facts, time_limit
 
@@ -175,12 +175,20 @@ def axis_D(u: torch.Tensor, w: torch.Tensor, ir: StencilIR, image: bool) -> torc
     d = _weighted_sum(xp, w, list(range(k)), xp.shape[-1] - k + 1)
     if image and ir.boundary == "neumann" and k > 1:
         d = F.pad(d, (o, k - 1 - o))
-    return d.movedim(-1, ir.axis) if image else d
+    if not image:
+        return d
+    d = d.movedim(-1, ir.axis)
+    for other, before, after in ir.cross:  # onto a dirichlet axis's flux points (ghosts: 0)
+        d = pad_dim(d, before, after, "zeros", other)
+    return d
 
 
 def axis_Dt(v: torch.Tensor, w: torch.Tensor, ir: StencilIR, image: bool) -> torch.Tensor:
     """``D^T v`` with the same weights: the transposed correlation ``(D^T v)_k = sum_j w_j
     vpad_(k + K - 1 - j)`` (the conv_transpose of the same kernel)."""
+    if image:
+        for other, before, after in ir.cross:  # D's zeros on a dirichlet axis's ghost points
+            v = v.narrow(other, before, v.shape[other] - before - after)
     x = v.movedim(ir.axis, -1) if image else v
     k, o = ir.stencil.size, ir.stencil.offset
     if image and ir.boundary == "neumann" and k > 1:

@@ -81,7 +81,9 @@ class SparseRows:
 
 def stencil_entries(ir: StencilIR, n: int) -> SparseRows:
     """D on n points from the definition ``(D u)_i = h^-m sum_j w_j u_(i + j - o)`` and the boundary
-    rule (complete rows for neumann, wrap-around for periodic, zeros outside for dirichlet)."""
+    rule: complete rows for neumann ((n - K + 1) x n), wrap-around for periodic (n x n), and for
+    dirichlet every row that touches a node, u = 0 outside on both sides ((n + K - 1) x n, row r
+    reads ``u_(r + j - (K - 1))``)."""
     st = ir.stencil
     w = np.array([float(x) for x in st.scaled])
     k = w.size
@@ -90,16 +92,17 @@ def stencil_entries(ir: StencilIR, n: int) -> SparseRows:
         i = np.repeat(np.arange(m), k)
         j = np.tile(np.arange(k), m)
         return SparseRows(i, i + j, np.tile(w, m), (m, n))
-    i = np.repeat(np.arange(n), k)
-    j = np.tile(np.arange(k), n)
-    col = i + j - st.offset
-    vals = np.tile(w, n)
+    m = n + k - 1 if ir.boundary == "dirichlet" else n
+    i = np.repeat(np.arange(m), k)
+    j = np.tile(np.arange(k), m)
+    col = i + j - (k - 1 if ir.boundary == "dirichlet" else st.offset)
+    vals = np.tile(w, m)
     if ir.boundary == "periodic":
         col = col % n
     else:
         keep = (col >= 0) & (col < n)
         i, col, vals = i[keep], col[keep], vals[keep]
-    return SparseRows(i, col, vals, (n, n))
+    return SparseRows(i, col, vals, (m, n))
 
 
 @dataclass
@@ -190,27 +193,40 @@ class DenseOperator:
 
 def dense_operator(arch: Architecture, grid: tuple[int, ...]) -> DenseOperator:
     """D for this grid as a matrix: the stencil's matrix (1D), or the stacked per-axis differences
-    ``[I (x) Dx; Dy (x) I]`` acting on row-major flattened images (2D, x the last axis), where a
-    neumann difference gets zero rows at the nodes its stencil would leave the grid from."""
+    ``[Ey (x) Dx; Dy (x) Ex]`` acting on row-major flattened images (2D, x the last axis), where a
+    neumann difference gets zero rows at the nodes its stencil would leave the grid from, and E is
+    the zero extension of the nodes to the flux points of a dirichlet axis (K - 1 - o ghost points
+    before, o after), so both blocks have one row per point of the same flux grid."""
     if len(arch.stencils) == 1:
         ir = arch.stencils[0]
         n = grid[-1]
         mat = ir.stencil.matrix(n, ir.boundary) if n <= DENSE_LIMIT else stencil_entries(ir, n)
         return DenseOperator(mat, arch.flux, grid, arch.order)
-    rows, cols, vals, at = [], [], [], 0
+    nd = len(grid)
+    before = [0] * nd  # per array axis: flux points before node 0
+    fgrid = list(grid)
     for ir in arch.stencils:
-        axis = len(grid) + ir.axis  # -1 -> x (the last axis), -2 -> y
+        a = nd + ir.axis
+        pre, post = ir.stencil.flux_grid_padding(ir.boundary)
+        before[a], fgrid[a] = pre, grid[a] + pre + post
+    nf = int(np.prod(fgrid))
+    rows, cols, vals, at = [], [], [], 0
+    nodes = np.indices(grid).reshape(nd, -1)  # the index of every node, per axis
+    idx = np.arange(int(np.prod(grid))).reshape(grid)
+    for ir in arch.stencils:
+        axis = nd + ir.axis  # -1 -> x (the last axis), -2 -> y
         d1 = stencil_entries(ir, grid[axis])
         shift = ir.stencil.offset if ir.boundary == "neumann" else 0
-        idx = np.arange(int(np.prod(grid))).reshape(grid)
-        # node p = (y, x): row p of the axis block is d1's row (p's axis index - shift)
+        # row r of d1 sits at flux index r + shift along its axis; the other axes' nodes at
+        # their node index + before (zero rows elsewhere)
         for r, c, v in zip(d1.rows, d1.cols, d1.vals):
-            src = np.take(idx, r + shift, axis=axis).ravel()
             dst = np.take(idx, c, axis=axis).ravel()
-            rows.append(at + src)
+            src = [nodes[a][dst] + before[a] if a != axis else np.full(dst.size, r + shift)
+                   for a in range(nd)]
+            rows.append(at + np.ravel_multi_index(src, fgrid))
             cols.append(dst)
-            vals.append(np.full(src.size, v))
-        at += int(np.prod(grid))
+            vals.append(np.full(dst.size, v))
+        at += nf
     sparse = SparseRows(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals),
                         (at, int(np.prod(grid))))
     mat = sparse.dense() if sparse.shape[1] <= DENSE_LIMIT else sparse

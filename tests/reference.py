@@ -21,7 +21,8 @@ def dense_difference(weights, offset: int, n: int, boundary: str, h: float = 1.0
 
     neumann: only complete stencil rows (zero flux) -> (n - K + 1) x n, row i uses u_i..u_(i+K-1);
     periodic: circulant n x n, row i uses u_((i + j - o) mod n);
-    dirichlet: n x n, u extended by zeros outside [0, n).
+    dirichlet: u = 0 outside [0, n) on both sides -> every row that touches a node, (n + K - 1) x n,
+    row r uses u_(r + j - (K - 1)) (the full correlation; the offset does not matter).
     """
     w = np.asarray(weights, dtype=float) / h ** m
     k = len(w)
@@ -30,14 +31,19 @@ def dense_difference(weights, offset: int, n: int, boundary: str, h: float = 1.0
         for i in range(n - k + 1):
             d[i, i:i + k] = w
         return d
+    if boundary == "dirichlet":
+        d = np.zeros((n + k - 1, n))
+        for r in range(n + k - 1):
+            for j in range(k):
+                col = r + j - (k - 1)
+                if 0 <= col < n:
+                    d[r, col] = w[j]
+        return d
     d = np.zeros((n, n))
     for i in range(n):
         for j in range(k):
             col = i + j - offset
-            if boundary == "periodic":
-                d[i, col % n] += w[j]
-            elif 0 <= col < n:
-                d[i, col] = w[j]
+            d[i, col % n] += w[j]
     return d
 
 
@@ -62,11 +68,12 @@ def explicit_dense(u0: np.ndarray, d: np.ndarray, phi, tau: float, steps: int) -
 
 
 def dense_axis_2d(weights, offset: int, n: int, boundary: str, h: float = 1.0) -> np.ndarray:
-    """The n x n matrix of a first-order difference along one image axis, one row per node.
+    """The matrix of a first-order difference along one image axis, one row per flux point.
 
     neumann: the rows of :func:`dense_difference` (complete stencils only) placed at nodes
     offset .. offset + n - K, and zero rows where the stencil would leave the grid (zero flux
-    across the far edge for the forward difference); periodic / dirichlet as in 1D.
+    across the far edge for the forward difference), n x n; periodic as in 1D; dirichlet as in 1D,
+    (n + K - 1) x n, row r at the point r - (K - 1) + offset.
     """
     d = dense_difference(weights, offset, n, boundary, h, 1)
     if boundary != "neumann":
@@ -76,13 +83,27 @@ def dense_axis_2d(weights, offset: int, n: int, boundary: str, h: float = 1.0) -
     return full
 
 
-def dense_gradient_2d(weights, offset: int, shape, boundary: str, hx: float = 1.0, hy: float = 1.0):
-    """(Gx, Gy) acting on images of shape (H, W) flattened row-major (x is the last axis):
-    Gx = I_H kron Dx, Gy = Dy kron I_W."""
+def flux_embedding(k: int, offset: int, n: int, boundary: str) -> np.ndarray:
+    """The zero extension of n nodes to the flux points of an axis: identity unless dirichlet,
+    where the flux points are -(K - 1 - offset) .. n - 1 + offset (ghost zeros on both sides)."""
+    if boundary != "dirichlet":
+        return np.eye(n)
+    e = np.zeros((n + k - 1, n))
+    e[k - 1 - offset:k - 1 - offset + n] = np.eye(n)
+    return e
+
+
+def dense_gradient_2d(weights, offset: int, shape, boundary, hx: float = 1.0, hy: float = 1.0):
+    """(Gx, Gy) acting on images of shape (H, W) flattened row-major (x is the last axis), both
+    with one row per point of the common flux grid: Gx = Ey kron Dx, Gy = Dy kron Ex, with E the
+    zero extension to a dirichlet axis's flux points.  ``boundary``: one kind, or (x kind, y kind)."""
     H, W = shape
-    dx = dense_axis_2d(weights, offset, W, boundary, hx)
-    dy = dense_axis_2d(weights, offset, H, boundary, hy)
-    return np.kron(np.eye(H), dx), np.kron(dy, np.eye(W))
+    bx, by = (boundary, boundary) if isinstance(boundary, str) else boundary
+    k = len(weights)
+    dx = dense_axis_2d(weights, offset, W, bx, hx)
+    dy = dense_axis_2d(weights, offset, H, by, hy)
+    return (np.kron(flux_embedding(k, offset, H, by), dx),
+            np.kron(dy, flux_embedding(k, offset, W, bx)))
 
 
 def explicit_dense_2d(u0: np.ndarray, gx: np.ndarray, gy: np.ndarray, g, tau: float, steps: int):
