@@ -683,7 +683,7 @@ def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float]
         if arg == "s2":
             mags = np.concatenate([mags, np.array([np.inf], dtype=dt)])
         ok = _finite_at(op, arg, mags, params, dt, signed)
-        where = f"|s| <= {float(mags[-1]):.3g}" if signed else "s2 in [0, inf]"
+        where = f"+-s, |s| <= {float(mags[-1]):.3g}" if signed else "s2 in [0, inf]"
         covered.append(f"{label} for {where}")
         if ok.all():
             if label == "Phi(s)":
@@ -707,7 +707,7 @@ def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float]
                                        f"{label} is {kind} {at}{note}")
     n = len(float_sweep(dt, big))
     return FloatFacts(name, True, f"finite in {name} at 0, -0, the smallest subnormal and {n} "
-                                  f"magnitudes up to the largest finite value, both signs: "
+                                  f"magnitudes up to the largest finite value: "
                                   + "; ".join(covered))
 
 
@@ -735,21 +735,22 @@ def _arg_of(op: exprs.Op, params: dict[str, float], default: str) -> str:
 
 
 def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> StabilityReport:
-    """Adds the hypotheses "Phi is real and finite for every real s", "Phi(s)/s has a finite limit
-    at 0" (where the network evaluates the frozen or radial diffusivity) and "the network's op trees
-    are finite in float32 and float64" to the report.  A "stable" verdict stays only if all hold;
-    a provable failure of the first two makes any verdict "not stable", an undecided one or a
-    floating-point failure "cannot prove".  Multigrid evaluates no op tree (float check skipped)."""
+    """Adds the hypotheses "Phi(s) is real and finite for every real s", "Phi(s)/s has a finite
+    limit at 0" (where the network evaluates the frozen or radial diffusivity) and "the network's
+    op trees are finite in float32 and float64" to the report.  A "stable" verdict stays only if
+    all hold: a point where Phi is provably not real and finite makes it "not stable", anything
+    undecided or a floating-point failure "cannot prove"; a "cannot prove" stays, with the reason
+    added.  Multigrid evaluates no op tree (the float check is skipped)."""
     failures: list[tuple[str, str]] = []
     phi = _at_zero_as_computed(real_everywhere(model.flux_value), arch)
-    report.hypotheses.append({"name": "Phi(s) real and finite for every real s", "holds": phi.holds,
+    report.hypotheses.append({"name": "Phi(s) real and finite", "holds": phi.holds,
                               "detail": phi.detail})
     if phi.holds is not True:
         failures.append(("not stable" if phi.holds is False else "cannot prove", phi.detail))
     trees = network_trees(arch)
     if any(label != "Phi(s)" for label, _, _ in trees):
         zero = ratio_at_zero(model.flux_value)
-        report.hypotheses.append({"name": "Phi(s)/s has a finite limit at s = 0", "holds": zero.holds,
+        report.hypotheses.append({"name": "g(0) = lim Phi(s)/s", "holds": zero.holds,
                                   "detail": zero.detail})
         if zero.holds is not True:
             failures.append(("cannot prove", zero.detail))
@@ -759,7 +760,7 @@ def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> 
         L = report.L if report.L is not None and math.isfinite(report.L) else 1.0
         for dtype in ("float32", "float64"):
             fc = float_check(trees, arch.flux.params, dtype, L)
-            report.hypotheses.append({"name": f"op trees finite in {fc.dtype}", "holds": fc.ok,
+            report.hypotheses.append({"name": f"op trees in {fc.dtype}", "holds": fc.ok,
                                       "detail": fc.detail})
             if not fc.ok:
                 failures.append(("cannot prove", fc.detail))
@@ -767,6 +768,8 @@ def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> 
         return report
     verdict = "not stable" if any(v == "not stable" for v, _ in failures) else "cannot prove"
     why = "; ".join(d for v, d in failures if v == verdict)
+    if report.verdict == "cannot prove":  # already no proof: say why the flux fails, keep the verdict
+        verdict = "cannot prove"
     if verdict == "not stable":
         reason = (f"the flux is not real and finite everywhere: {why}; the network computes NaN or "
                   f"inf for inputs with such differences")
