@@ -621,9 +621,9 @@ def evaluate_tree(op: exprs.Op, arg: str, values: "np.ndarray", params: dict[str
     that raises is nan."""
     import numpy as np
 
-    env = {name: np.asarray(v, dtype=dtype)[()] for name, v in params.items()}
-    env[arg] = np.asarray(values, dtype=dtype)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # overflow in a cast or an operation is what we look for
+        env = {name: np.asarray(v, dtype=dtype)[()] for name, v in params.items()}
+        env[arg] = np.asarray(values, dtype=dtype)
         try:
             y = exprs.evaluate(op, env, exprs.LIBS["numpy"]())
             y = np.broadcast_to(np.asarray(y), np.shape(values))
