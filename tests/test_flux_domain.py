@@ -19,7 +19,7 @@ import sympy as sp
 import torch
 
 import pde2net
-from pde2net import exprs, limits, stability, stencils
+from pde2net import analyse, exprs, limits, stability, stencils
 from reference import dense_difference
 
 SCHEMES = {
@@ -319,3 +319,25 @@ def test_json_keys_of_multigrid_and_2d():
     assert sorted(mg.stability.to_dict()) == _keys_of_heat() == sorted(two.stability.to_dict())
     assert two.stability.verdict == "stable"
     assert hypothesis(two.stability, "op trees in float32")["holds"] is True
+
+
+# ---------------------------------------------------------- the frozen diffusivity at s = 0
+def test_frozen_diffusivity_needs_a_finite_limit_at_zero():
+    """g(0) = lim Phi(s)/s: sin(s)/s -> 1 (closed form); |s|^(-1/2) -> oo; 2 + sin(1/s^2) has no
+    limit (it oscillates in [1, 3]), so nothing can be proven about the value the network uses."""
+    s = analyse.S
+    good = stability.ratio_at_zero(sp.sin(s))
+    assert good.holds is True and good.detail.endswith("= 1")
+    assert stability.ratio_at_zero(s / sp.sqrt(sp.Abs(s))).holds is False
+    assert stability.ratio_at_zero(s * (2 + sp.sin(1 / s ** 2))).holds is None
+
+
+def test_removable_singularity_is_judged_by_the_computed_value():
+    """1 - exp(-1/s^8) is undefined at 0 as a formula but IEEE gives exp(-inf) = 0 there (fine);
+    s log(s^2) gives 0 * -inf = NaN (not real and finite where the network computes it)."""
+    weickert = pde2net.compile_text(spec("1 - exp(-1 / s2^4)", "explicit(tau = 0.1, steps = 2)"))
+    assert hypothesis(weickert.stability, "Phi(s) real and finite")["holds"] is True
+    with np.errstate(all="ignore"):
+        assert 1 - np.exp(-1 / np.float64(0.0) ** 4) == 1  # what the network computes at 0
+    log = pde2net.compile_text(spec("log(s2)"))
+    assert hypothesis(log.stability, "Phi(s) real and finite")["holds"] is False
