@@ -563,7 +563,7 @@ def _constant(e: ast.Expr, src: Source, values: dict[str, sp.Expr], what: str) -
 def _evalf_bounded(v: sp.Expr, e: ast.Expr, src: Source, what: str) -> complex:
     """``v`` to 30 digits, within CONSTANT_SECONDS: towers such as exp(exp(exp(exp(exp(1)))))
     would make sympy work with millions of digits."""
-    from .stability import SymbolicTimeout, time_limit  # stability imports this module
+    from .limits import SymbolicTimeout, time_limit
 
     try:
         with time_limit(CONSTANT_SECONDS):

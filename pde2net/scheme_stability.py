@@ -27,7 +27,7 @@ from . import multigrid as mg
 from .analyse import Model
 from .lower import FED, FSI, Architecture, Implicit, Multigrid, jacobi_width
 from .stability import (FluxFacts, StabilityReport, _base, _flux_hypotheses, _fmt, _le, float_down,
-                        flux_facts, lipschitz, norm_bound)
+                        flux_facts, lipschitz, norm_bound, positive_number)
 from .stencils import apply_adjoint_numpy, apply_numpy
 
 if TYPE_CHECKING:  # NumPy is loaded only for the multigrid factor (check starts faster)
@@ -52,7 +52,7 @@ def _flux_failure(facts: FluxFacts, nb: Optional[sp.Expr]) -> Optional[tuple[boo
                 "satisfies tau <= 2/(L ||D||^2)")
     if facts.status == "unknown":
         return (False, "cannot prove", f"cannot prove: {facts.detail}")
-    if nb is None:
+    if not positive_number(nb):
         return (False, "cannot prove", "cannot prove: no exact bound on ||D||^2 for this stencil")
     return None
 
@@ -91,6 +91,7 @@ def _cycle_scheme(model: Model, arch: Architecture, tau: sp.Expr, n: int, cycles
     out = _Builder(model, arch, statement, tau, nb, facts)
     cycle_time = tau * (n * n + n) / 3
     out.extra.update({
+        "steps": cycles,  # the outer loop of the network (what ``run --steps`` sets) counts cycles
         "cycle_length": n, "cycles": cycles, "update": update,
         "cycle_stopping_time": float(cycle_time), "stopping_time": float(cycles * cycle_time),
         "stopping_time_formula": "tau (n^2 + n) / 3 per cycle",
@@ -142,6 +143,8 @@ def _fsi(model: Model, arch: Architecture) -> StabilityReport:
     out, rep = _cycle_scheme(model, arch, sch.tau, sch.cycle_length, sch.cycles, sch.update, "FSI",
                              "MATH.md 4: FSI cycles with the diffusivity frozen per cycle")
     rep.extra["alphas"] = [str(a) for a in sch.alphas]
+    rep.extra["step_sizes"] = [float(sch.tau)] * sch.cycle_length  # every FSI step uses tau
+    rep.extra["largest_step"] = float(sch.tau)
     return rep
 
 
@@ -164,7 +167,7 @@ def _implicit(model: Model, arch: Architecture) -> StabilityReport:
                           f"{'; omega = 1 also converges for K = 2: strict diagonal dominance' if k == 2 else ''})",
                           "jacobi_converges": converges})
     fail = _flux_failure(facts, nb)
-    if fail is not None and facts.status != "ok":
+    if fail is not None:  # CG needs no tau bound, but a missing ||D|| bound is a sign of trouble
         return out(*fail)
     unc = "unconditional"
     if sch.solver == "cg":
@@ -197,7 +200,7 @@ def _fixed_point(model: Model, arch: Architecture, sch: Implicit, facts: FluxFac
                       "lipschitz": None if lip is None else float(lip),
                       "fixed_point_condition": "tau < 1/(Lip ||D||^2)"})
     out.exact["lipschitz"] = _fmt(lip)
-    if lip is None or nb is None:
+    if lip is None or not positive_number(nb):
         why = "sup |Phi'(s)| could not be derived" if lip is None else "no exact bound on ||D||^2"
         out.extra["fixed_point_limit"] = None
         return out(False, "cannot prove", f"cannot prove: {why}, so the fixed-point iteration's "

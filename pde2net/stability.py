@@ -10,60 +10,55 @@ sign of ``Phi(s)/s`` are derived symbolically (critical points and the limits at
 on s > 0 and s < 0 separately), and ``||D||^2`` is bounded by the symbol's supremum, computed
 exactly.  Every symbolic answer is cross-checked on a dense sample; any doubt, error or time-out
 gives the verdict "cannot prove", never "stable".
+
+Every scheme's proof also needs the network to compute what the mathematics assumes
+(:func:`domain_checks`): Phi real and finite for every real s (decided symbolically; a point
+where it is not makes the verdict "not stable"), the frozen diffusivity Phi(s)/s with a finite
+limit at s = 0 where the network evaluates it, and the op trees the network evaluates finite in
+float32 and float64 over the whole range of each (evaluated with NumPy; a failure makes the
+verdict "cannot prove", with the dtype and the smallest |D u| where it fails).
+
+``pde2net check --json`` (:meth:`StabilityReport.to_dict`) has the same keys for every scheme,
+null where a quantity does not apply:
+
+- ``name``, ``scheme``, ``order`` (m), ``flux`` (Phi), ``stencil``, ``boundary``, ``h`` (a list
+  in 2D); ``L`` (sup Phi(s)/s), ``norm_D_sq`` (the bound on ||D||^2), ``tau`` (the step size;
+  ``tau_max`` for FED), ``tau_max`` (the derived bound, rounded down), ``bound_expr`` (it as a
+  formula); ``verdict`` ("stable" | "not stable" | "cannot prove"), ``stable``, ``reason``,
+  ``guarantee`` ("proof" | "observed" | "none"), ``statement``, ``unconditional``;
+  ``hypotheses`` (a list of {name, holds (true/false/null), detail}); ``exact`` (exact values
+  as text);
+- ``steps``: time steps of the network's outer loop (cycles for FED/FSI, what ``run --steps``
+  sets); ``stopping_time``: the total diffusion time;
+- ``max_min_principle`` (explicit, m = 1 with a two-point stencil in 1D): tau <= h^2/(2L);
+- FED/FSI: ``cycle_length``, ``cycles``, ``update`` ("cycle" | "step"), ``cycle_stopping_time``,
+  ``stopping_time_formula``, ``step_sizes`` (one cycle's, in the order applied),
+  ``largest_step``; ``step_order`` ("Leja", FED); ``alphas`` (FSI extrapolation weights);
+- implicit: ``solver`` ("cg" | "jacobi" | "fixed_point"), ``iterations``, ``start``; Jacobi:
+  ``omega``, ``jacobi_omega_limit``, ``jacobi_condition``, ``jacobi_converges``; fixed point:
+  ``lipschitz``, ``fixed_point_condition``, ``fixed_point_limit``, ``fixed_point_converges``;
+- multigrid: ``levels``, ``pre``, ``post``, ``cycles``, ``smoother``, ``multigrid_N``,
+  ``multigrid_N_from``, ``coarse_kernels``, ``convergence_factor``, ``convergence_factor_note``.
 """
 from __future__ import annotations
 
 import functools
 import math
-import signal
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import sympy as sp
 from sympy.calculus.util import continuous_domain, function_range
 
 from . import exprs
 from .analyse import S, Model
-from .lower import Architecture, Explicit, boundary_text
+from .limits import SYMBOLIC_SECONDS, SymbolicTimeout, time_limit  # re-exported
+from .lower import FED, FSI, Architecture, Explicit, Implicit, Multigrid, boundary_text
 
-SYMBOLIC_SECONDS = 20.0
+if TYPE_CHECKING:  # NumPy is imported by the floating-point check only
+    import numpy as np
+
 _T = sp.Symbol("t", positive=True)
-
-
-class SymbolicTimeout(Exception):
-    """Symbolic work ran past its time limit."""
-
-
-@contextmanager
-def time_limit(seconds: float):
-    """Bounds symbolic work with SIGALRM (main thread only; elsewhere it runs unbounded)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread() \
-            or not hasattr(signal, "setitimer"):
-        yield
-        return
-    # Nested limits: an enclosing one that fires first stays in charge; otherwise it is re-armed
-    # with what is left of it when this one ends (one ITIMER_REAL serves both).
-    outer = signal.getitimer(signal.ITIMER_REAL)[0]
-    if outer and outer <= seconds:
-        yield
-        return
-
-    def _raise(signum, frame):
-        raise SymbolicTimeout()
-
-    start = time.monotonic()
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-        if outer:
-            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
 
 
 # ------------------------------------------------------------------------- flux facts
@@ -266,9 +261,27 @@ class StabilityReport:
     exact: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as ``check --json`` prints it: the fields, then every key of
+        :data:`SCHEME_KEYS` (null where the scheme has no such quantity)."""
         d = asdict(self)
-        d.update(d.pop("extra"))
+        extra = d.pop("extra")
+        d.update(dict.fromkeys(SCHEME_KEYS))
+        d.update(extra)
         return d
+
+
+#: the scheme-specific keys of ``pde2net check --json``, present in every report (see the module
+#: docstring for their meanings)
+SCHEME_KEYS = (
+    "steps", "stopping_time", "max_min_principle",
+    "cycle_length", "cycles", "update", "cycle_stopping_time", "stopping_time_formula",
+    "step_sizes", "step_order", "largest_step", "alphas",
+    "solver", "iterations", "start", "omega", "jacobi_omega_limit", "jacobi_condition",
+    "jacobi_converges", "lipschitz", "fixed_point_condition", "fixed_point_limit",
+    "fixed_point_converges",
+    "levels", "pre", "post", "smoother", "multigrid_N", "multigrid_N_from", "coarse_kernels",
+    "convergence_factor", "convergence_factor_note",
+)
 
 
 def float_down(x: sp.Expr) -> float:
@@ -294,7 +307,20 @@ def _le(a: sp.Expr, b: sp.Expr) -> Optional[bool]:
 def norm_bound(arch: Architecture) -> Optional[sp.Expr]:
     """``||D||^2 <= sum over axes of the symbol bound`` (exact; None if not derivable)."""
     parts = [st.stencil.symbol_sq_max() for st in arch.stencils]
-    return None if any(p is None for p in parts) else sum(parts)
+    if any(p is None for p in parts):
+        return None
+    total = sum(parts)
+    # a consistent stencil is nonzero, so a bound that is not a positive number is wrong
+    return total if positive_number(total) else None
+
+
+def positive_number(x: Optional[sp.Expr]) -> bool:
+    """Is x a finite real number > 0 (False for None, nan, zoo, oo and complex values)?"""
+    try:
+        v = complex(sp.N(x, 30))
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return v.imag == 0 and math.isfinite(v.real) and v.real > 0
 
 
 def _symbolic_bound(arch: Architecture) -> str:
@@ -327,8 +353,10 @@ def _symbolic_bound_2d(arch: Architecture) -> str:
 
 
 def analyse(model: Model, arch: Architecture) -> StabilityReport:
-    """The stability report for the model's scheme."""
-    return _RULES[type(arch.scheme)](model, arch)
+    """The stability report for the model's scheme, with the domain hypotheses every proof needs:
+    Phi (and the frozen Phi(s)/s where the network freezes it) real and finite for every real s,
+    and the network's op trees finite in float32 and float64 (:func:`domain_checks`)."""
+    return domain_checks(model, arch, _RULES[type(arch.scheme)](model, arch))
 
 
 def _base(model: Model, arch: Architecture, facts: FluxFacts, nb: Optional[sp.Expr]) -> dict:
@@ -381,7 +409,7 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
                       f"unbounded diffusivity: {facts.detail}, so no tau satisfies tau <= 2/(L ||D||^2)")
     if facts.status == "unknown":
         return report(False, "cannot prove", f"cannot prove: {facts.detail}")
-    if nb is None:
+    if not positive_number(nb):
         return report(False, "cannot prove", "cannot prove: no exact bound on ||D||^2 for this stencil")
     if facts.L == 0:
         return report(True, "stable", "Phi = 0: every step is the identity", None, "proof", True)
@@ -402,6 +430,356 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
                   f"0 <= Phi(s)/s <= L = {facts.L} and tau = {float(tau):.6g} <= 2/(L ||D||^2) = "
                   f"{float(tau_max):.6g} with ||D||^2 <= {nb}: ||u^(k+1)|| <= ||u^k|| for every input "
                   f"(MATH.md 1)", tau_max, "proof")
+
+
+# ------------------------------------------------------------ where the flux is real and finite
+@dataclass(frozen=True)
+class DomainFacts:
+    """Whether an expression of s is real and finite: proven (True), provably not (False, with a
+    point where it fails) or undecided (None), and the reason in words."""
+
+    holds: Optional[bool]
+    detail: str
+    removable_at_zero: bool = False  # undefined at s = 0 as a formula, with a finite limit there
+
+
+_X = sp.Symbol("x", real=True)
+
+
+def _set_text(region: sp.Set) -> str:
+    return str(region).replace("Interval.open", "").replace("Interval.Ropen", "") \
+        .replace("Interval.Lopen", "").replace("Interval", "").replace("Union", "union")
+
+
+def _witness(region: sp.Set) -> Optional[sp.Expr]:
+    """A rational point of a set of reals (None if sympy cannot name one)."""
+    parts = region.args if isinstance(region, sp.Union) else (region,)
+    for part in parts:
+        if isinstance(part, sp.FiniteSet) and part.args:
+            return part.args[0]
+        if isinstance(part, sp.Interval):
+            a, b = part.inf, part.sup
+            if a == -sp.oo and b == sp.oo:
+                return sp.Integer(0)
+            if a == -sp.oo:
+                return sp.floor(b) - 1
+            if b == sp.oo:
+                return sp.ceiling(a) + 1
+            mid = (a + b) / 2
+            return mid if mid.is_number else None
+    return None
+
+
+def _failure_kind(value: sp.Expr) -> Optional[str]:
+    """'infinite', 'not real', 'undefined' or None when the value is a finite real number."""
+    if value.has(sp.nan):
+        return "undefined (0/0 or 0*oo)"
+    if value.has(sp.zoo, sp.oo, -sp.oo):
+        return "infinite"
+    v = complex(sp.N(value, 30))
+    if not (math.isfinite(v.real) and math.isfinite(v.imag)):
+        return "infinite"
+    return "not real" if abs(v.imag) > 1e-25 * max(1.0, abs(v.real)) else None
+
+
+@functools.lru_cache(maxsize=128)
+def real_everywhere(expr: sp.Expr, name: str = "Phi(s)",
+                    seconds: float = SYMBOLIC_SECONDS) -> DomainFacts:
+    """Is ``expr(s)`` real and finite for every real s?
+
+    Every function the language emits is continuous where it is real and finite, so sympy's
+    ``continuous_domain`` over the reals decides it: the whole line is a proof; any point left
+    out (a pole, sqrt or log of a negative number, 0/0) is checked by evaluating the expression
+    exactly there, and a failure at that point is reported as the verdict's reason.
+    """
+    f = expr.xreplace({S: _X})
+    try:
+        with time_limit(seconds):
+            if not f.has(_X):
+                kind = _failure_kind(f)
+                return DomainFacts(kind is None, f"{name} = {f} is " + (kind or "a finite real constant"))
+            dom = continuous_domain(f, _X, sp.S.Reals)
+            if dom == sp.S.Reals:
+                return DomainFacts(True, f"{name} is continuous (so real and finite) on the real line")
+            bad = sp.Complement(sp.S.Reals, dom)
+            if bad == sp.FiniteSet(0) and _removable_at_zero(f):
+                # e.g. 1 - exp(-C / s^8): the formula is 0/0-free in IEEE arithmetic (exp(-inf)
+                # = 0); the network's own value at s = +-0 is checked by float_check
+                return DomainFacts(True, f"{name} is continuous on the real line except at s = 0, "
+                                         f"where it has a finite limit (the network's value at "
+                                         f"0 is checked in floating point)", True)
+            point = _witness(bad)
+            kind = None if point is None else _failure_kind(f.subs(_X, point))
+            where = _set_text(bad)
+            if kind is None:
+                return DomainFacts(None, f"sympy excludes s in {where} from the domain of {name} "
+                                         f"and no point of it was shown to fail")
+            return DomainFacts(False, f"{name} is {kind} at s = {point} (it is not real and finite "
+                                      f"for s in {where})")
+    except SymbolicTimeout:
+        return DomainFacts(None, f"deciding where {name} is real exceeded {seconds:g} s")
+    except Exception as exc:  # noqa: BLE001 - any sympy failure means "undecided"
+        return DomainFacts(None, f"sympy could not decide where {name} is real ({type(exc).__name__})")
+
+
+def _removable_at_zero(f: sp.Expr) -> bool:
+    """Do both one-sided limits of f(x) at 0 exist, finite and equal?"""
+    right, left = sp.limit(f, _X, 0, "+"), sp.limit(f, _X, 0, "-")
+    ok = all(v.is_number and _failure_kind(v) is None and not v.has(sp.AccumBounds)
+             for v in (right, left))
+    return ok and sp.N(right - left, 40) == 0
+
+
+@functools.lru_cache(maxsize=128)
+def ratio_at_zero(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> DomainFacts:
+    """Does the frozen diffusivity ``g(s) = Phi(s)/s`` have a finite limit at s = 0 (the value the
+    network's g takes there)?  Both one-sided limits, exactly; they must agree."""
+    r = sp.cancel(phi / S) if phi.is_rational_function(S) else phi / S
+    r = r.xreplace({S: _X})
+    try:
+        with time_limit(seconds):
+            right, left = sp.limit(r, _X, 0, "+"), sp.limit(r, _X, 0, "-")
+            for lim in (right, left):
+                if lim.has(sp.oo, -sp.oo, sp.zoo):
+                    return DomainFacts(False, f"Phi(s)/s -> {lim} as s -> 0: no finite g(0)")
+                if not lim.is_number or lim.has(sp.nan, sp.AccumBounds) or _failure_kind(lim):
+                    return DomainFacts(None, f"Phi(s)/s has no limit at s = 0 ({lim})")
+            if sp.N(right - left, 40) != 0 and sp.simplify(right - left) != 0:
+                return DomainFacts(None, f"Phi(s)/s has different one-sided limits at s = 0 "
+                                         f"({left} and {right})")
+            return DomainFacts(True, f"g(0) = lim Phi(s)/s = {right}")
+    except SymbolicTimeout:
+        return DomainFacts(None, f"the limit of Phi(s)/s at s = 0 exceeded {seconds:g} s")
+    except Exception as exc:  # noqa: BLE001
+        return DomainFacts(None, f"sympy could not find the limit of Phi(s)/s at 0 ({type(exc).__name__})")
+
+
+# ------------------------------------------------------------------- the floating-point check
+@dataclass(frozen=True)
+class FloatFacts:
+    """The op trees evaluated in one dtype over its whole range: finite everywhere, or the
+    smallest magnitude found where one is not."""
+
+    dtype: str
+    ok: bool
+    detail: str
+
+
+#: magnitudes per decade of the log-spaced sweep from the smallest normal to the largest finite
+FLOAT_SWEEP_PER_DECADE = 32
+#: points of every magnitude sweep besides the log-spaced ones (near 0, and where fluxes bend)
+_EXTRA_POINTS = (1e-8, 1e-4, 1e-2, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
+
+
+def network_trees(arch: Architecture) -> list[tuple[str, exprs.Op, str]]:
+    """(label, op tree, argument) for every op tree the scheme's network evaluates: the vector
+    diffusivity g(s2) in 2D; Phi, and the frozen Phi(s)/s for FED, FSI and the lagged implicit
+    solvers, in 1D; nothing for multigrid (it applies the exact linear coefficient)."""
+    fl, sch = arch.flux, arch.scheme
+    if isinstance(sch, Multigrid):
+        return []
+    if len(arch.stencils) == 2:
+        return [("g(s2)", fl.radial_op, "s2")] if fl.radial_op is not None else []
+    out = [("Phi(s)", fl.op, "s")]
+    frozen = isinstance(sch, (FED, FSI)) or (isinstance(sch, Implicit) and sch.solver != "fixed_point")
+    if frozen:
+        out.append(("Phi(s)/s", fl.ratio_op, "s"))
+    return out
+
+
+def _free_vars(op: exprs.Op) -> set[str]:
+    if op.kind == "var":
+        return {op.name}
+    out: set[str] = set()
+    for a in op.args:
+        out |= _free_vars(a)
+    return out
+
+
+def float_sweep(dtype: Any, top: float) -> "np.ndarray":
+    """Nonnegative magnitudes of ``dtype``: 0, the smallest subnormal, log-spaced magnitudes from
+    the smallest normal to ``top`` (at most the largest finite value), and :data:`_EXTRA_POINTS`;
+    sorted, in ``dtype``."""
+    import numpy as np
+
+    fi = np.finfo(dtype)
+    top = min(float(top), float(fi.max))
+    lo = float(fi.tiny)
+    n = max(2, int(math.ceil((math.log10(top) - math.log10(lo)) * FLOAT_SWEEP_PER_DECADE)) + 1)
+    with np.errstate(all="ignore"):
+        mags = np.geomspace(lo, top, n)
+        extra = [x for x in _EXTRA_POINTS if x <= top]
+        pts = np.concatenate([[0.0, float(np.nextafter(dtype(0), dtype(1)))], mags, extra])
+        out = np.unique(pts.astype(dtype))
+    return out[out <= dtype(top)]
+
+
+def evaluate_tree(op: exprs.Op, arg: str, values: "np.ndarray", params: dict[str, float],
+                  dtype: Any) -> "np.ndarray":
+    """The op tree at ``values`` in ``dtype`` with NumPy (params cast to ``dtype``, constants as
+    Python floats, as the network does), always an array of the shape of ``values``; a value
+    that raises is nan."""
+    import numpy as np
+
+    with np.errstate(all="ignore"):  # overflow in a cast or an operation is what we look for
+        env = {name: np.asarray(v, dtype=dtype)[()] for name, v in params.items()}
+        env[arg] = np.asarray(values, dtype=dtype)
+        try:
+            y = exprs.evaluate(op, env, exprs.LIBS["numpy"]())
+            y = np.broadcast_to(np.asarray(y), np.shape(values))
+            if np.iscomplexobj(y):
+                y = np.where(np.imag(y) == 0, np.real(y), np.nan)
+            return np.asarray(y, dtype=np.float64)
+        except (ArithmeticError, ValueError, TypeError):
+            return np.full(np.shape(values), np.nan)
+
+
+def _finite_at(op, arg, mags, params, dtype, signed: bool) -> "np.ndarray":
+    """Per magnitude: is the tree finite at +mag (and at -mag when ``signed``)?"""
+    import numpy as np
+
+    ok = np.isfinite(evaluate_tree(op, arg, mags, params, dtype))
+    if signed:
+        ok &= np.isfinite(evaluate_tree(op, arg, -mags, params, dtype))
+    return ok
+
+
+def _threshold(op, arg, params, dtype, good: float, bad: float, signed: bool) -> float:
+    """Bisection (in float64, evaluated in ``dtype``) between a finite and a failing magnitude:
+    the smallest failing magnitude it finds."""
+    import numpy as np
+
+    for _ in range(80):
+        mid = math.sqrt(good * bad) if good > 0 else bad / 2
+        if not good < mid < bad or dtype(mid) in (dtype(good), dtype(bad)):
+            break
+        if _finite_at(op, arg, np.array([mid]), params, dtype, signed)[0]:
+            good = mid
+        else:
+            bad = mid
+    return bad
+
+
+def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float], dtype: Any,
+                L: float = 1.0) -> FloatFacts:
+    """Evaluates every tree over the whole range of ``dtype``: Phi(s) for |s| up to
+    ``max / (2 max(1, L))`` (beyond it L |s| itself overflows, in the network's D^T as well),
+    Phi(s)/s for every finite s, g(s2) for s2 in [0, max] and s2 = inf (``vx^2 + vy^2``
+    overflows to inf); both signs of s.  Non-finite anywhere: ``ok`` is False, with the tree,
+    the kind of value and the smallest |D u| found where it happens."""
+    import numpy as np
+
+    dt = np.dtype(dtype).type
+    name = np.dtype(dtype).name
+    big = float(np.finfo(dt).max)
+    covered = []
+    for label, op, arg in trees:
+        args = _free_vars(op) - set(params)
+        if len(args) > 1 or (args and args != {arg}):
+            return FloatFacts(name, False, f"the op tree of {label} has unexpected variables {sorted(args)}")
+        signed = arg == "s"
+        top = big / (2 * max(1.0, L)) if label == "Phi(s)" else big
+        mags = float_sweep(dt, top)
+        if arg == "s2":
+            mags = np.concatenate([mags, np.array([np.inf], dtype=dt)])
+        ok = _finite_at(op, arg, mags, params, dt, signed)
+        where = f"+-s, |s| <= {float(mags[-1]):.3g}" if signed else "s2 in [0, inf]"
+        covered.append(f"{label} for {where}")
+        if ok.all():
+            if label == "Phi(s)":
+                at0 = evaluate_tree(op, arg, np.array([0.0, -0.0], dtype=dt), params, dt)
+                if (at0 != 0).any():  # Phi(s) = g(s) s needs Phi(0) = 0
+                    return FloatFacts(name, False, f"in {name} the flux Phi(0) = {at0[0]:.3g}, "
+                                                   f"not 0 (the proof needs Phi(s) = g(s) s)")
+            continue
+        i = int(np.argmin(ok))
+        first = float(mags[i])
+        if i > 0 and ok[i - 1] and math.isfinite(first):
+            first = _threshold(op, arg, params, dt, float(mags[i - 1]), first, signed)
+        vals = evaluate_tree(op, arg, np.array([first, -first] if signed else [first], dtype=dt),
+                             params, dt)
+        kind = "NaN" if np.isnan(vals).any() else "infinite"
+        du = first if signed else math.sqrt(first)
+        at = ("at D u = 0" if first == 0 else f"for |D u| >= {du:.2g}"
+              if i > 0 and ok[i - 1] else f"at |D u| = {du:.2g}")
+        note = " (|D u|^2 overflows to inf)" if arg == "s2" and math.isinf(first) else ""
+        return FloatFacts(name, False, f"in {name} the {'flux' if label == 'Phi(s)' else 'diffusivity'} "
+                                       f"{label} is {kind} {at}{note}")
+    n = len(float_sweep(dt, big))
+    return FloatFacts(name, True, f"finite in {name} at 0, -0, the smallest subnormal and {n} "
+                                  f"magnitudes up to the largest finite value: "
+                                  + "; ".join(covered))
+
+
+def _at_zero_as_computed(phi: DomainFacts, arch: Architecture) -> DomainFacts:
+    """A formula undefined at s = 0 with a finite limit there (1 - exp(-C/s^8)) is fine when IEEE
+    arithmetic gives a finite value at 0 (exp(-inf) = 0), and provably not when it gives NaN or
+    inf (s log(s^2) = 0 * -inf): the 1D network evaluates the formula, not its limit."""
+    if not phi.removable_at_zero or len(arch.stencils) != 1:
+        return phi
+    import numpy as np
+
+    at0 = evaluate_tree(arch.flux.op, _arg_of(arch.flux.op, arch.flux.params, "s"),
+                        np.array([0.0, -0.0]), arch.flux.params, np.float64)
+    if np.isfinite(at0).all():
+        return phi
+    return DomainFacts(False, f"Phi(s) is undefined at s = 0 (0/0, 0*oo or log 0 in the formula, "
+                              f"although its limit is finite): the network computes "
+                              f"{at0[0]} there in float64")
+
+
+def _arg_of(op: exprs.Op, params: dict[str, float], default: str) -> str:
+    """The op tree's argument: its one variable that is not a param (``default`` if none)."""
+    args = sorted(_free_vars(op) - set(params))
+    return args[0] if len(args) == 1 else default
+
+
+def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> StabilityReport:
+    """Adds the hypotheses "Phi(s) is real and finite for every real s", "Phi(s)/s has a finite
+    limit at 0" (where the network evaluates the frozen or radial diffusivity) and "the network's
+    op trees are finite in float32 and float64" to the report.  A "stable" verdict stays only if
+    all hold: a point where Phi is provably not real and finite makes it "not stable", anything
+    undecided or a floating-point failure "cannot prove"; a "cannot prove" stays, with the reason
+    added.  Multigrid evaluates no op tree (the float check is skipped)."""
+    failures: list[tuple[str, str]] = []
+    phi = _at_zero_as_computed(real_everywhere(model.flux_value), arch)
+    report.hypotheses.append({"name": "Phi(s) real and finite", "holds": phi.holds,
+                              "detail": phi.detail})
+    if phi.holds is not True:
+        failures.append(("not stable" if phi.holds is False else "cannot prove", phi.detail))
+    trees = network_trees(arch)
+    if any(label != "Phi(s)" for label, _, _ in trees):
+        zero = ratio_at_zero(model.flux_value)
+        report.hypotheses.append({"name": "g(0) = lim Phi(s)/s", "holds": zero.holds,
+                                  "detail": zero.detail})
+        if zero.holds is not True:
+            failures.append(("cannot prove", zero.detail))
+    if len(arch.stencils) == 2 and not trees:
+        failures.append(("cannot prove", "the 2D flux has no radial diffusivity g(s2) to evaluate"))
+    if trees:
+        L = report.L if report.L is not None and math.isfinite(report.L) else 1.0
+        for dtype in ("float32", "float64"):
+            fc = float_check(trees, arch.flux.params, dtype, L)
+            report.hypotheses.append({"name": f"op trees in {fc.dtype}", "holds": fc.ok,
+                                      "detail": fc.detail})
+            if not fc.ok:
+                failures.append(("cannot prove", fc.detail))
+    if not failures or report.verdict == "not stable":
+        return report
+    verdict = "not stable" if any(v == "not stable" for v, _ in failures) else "cannot prove"
+    why = "; ".join(d for v, d in failures if v == verdict)
+    if report.verdict == "cannot prove":  # already no proof: say why the flux fails, keep the verdict
+        verdict = "cannot prove"
+    if verdict == "not stable":
+        reason = (f"the flux is not real and finite everywhere: {why}; the network computes NaN or "
+                  f"inf for inputs with such differences")
+    elif report.verdict == "stable":
+        reason = f"cannot prove: {why} (the bound above holds only where the network is finite)"
+    else:
+        reason = f"{report.reason}; also: {why}"
+    report.verdict, report.stable, report.reason = verdict, False, reason
+    report.guarantee = "none" if report.guarantee == "proof" else report.guarantee
+    return report
 
 
 _RULES: dict[type, Callable[[Model, Architecture], StabilityReport]] = {Explicit: _explicit}

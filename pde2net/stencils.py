@@ -19,10 +19,13 @@ on both sides, dirichlet pads D.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import sympy as sp
+
+from . import limits
 
 if TYPE_CHECKING:  # NumPy is loaded only by the dense helpers (check does not need it)
     import numpy as np
@@ -151,13 +154,61 @@ class Stencil:
 def _poly_max(weights: tuple[sp.Expr, ...]) -> Optional[sp.Expr]:
     """The exact maximum, or None when it cannot be found within the symbolic time limit (long
     stencils with irrational critical points can take sympy minutes)."""
-    from .stability import SYMBOLIC_SECONDS, SymbolicTimeout, time_limit  # stability imports us
-
     try:
-        with time_limit(SYMBOLIC_SECONDS):
-            return _poly_max_exact(weights)
-    except SymbolicTimeout:
+        with limits.time_limit(limits.SYMBOLIC_SECONDS):  # read now: tests lower it
+            exact = _poly_max_exact(weights)
+    except limits.SymbolicTimeout:
         return None
+    return exact if exact is not None and symbol_max_agrees(weights, exact) else None
+
+
+#: theta grid of the float cross-check of the exact symbol maximum (points on [0, pi])
+SYMBOL_GRID = 4096
+
+
+def sampled_symbol_max(weights: tuple[float, ...], n: int = SYMBOL_GRID) -> tuple[float, float]:
+    """``(max on the grid, max after local refinement)`` of ``|sum_j w_j e^(i j theta)|^2``
+    (float64, h = 1) on ``theta_k = pi k / n``; the refinement samples 2001 points on the two grid
+    cells around the grid maximum.  The symbol is even in theta (real weights), so [0, pi]
+    covers it."""
+    import numpy as np
+
+    w = np.asarray(weights, dtype=np.float64)
+    j = np.arange(len(w))
+
+    def sym(theta: np.ndarray) -> np.ndarray:
+        return np.abs(np.exp(1j * np.outer(theta, j)) @ w) ** 2
+
+    theta = np.pi * np.arange(n + 1) / n
+    vals = sym(theta)
+    k = int(np.argmax(vals))
+    local = np.linspace(theta[max(k - 1, 0)], theta[min(k + 1, n)], 2001)
+    return float(vals[k]), max(float(vals[k]), float(sym(local).max()))
+
+
+def symbol_max_agrees(weights: tuple[sp.Expr, ...], exact: sp.Expr, n: int = SYMBOL_GRID) -> bool:
+    """Is the exact maximum of ``|sigma(theta)|^2`` (h = 1) consistent with a float sample?
+
+    ``|sigma|^2`` is a trigonometric polynomial of degree d = K - 1, so by Bernstein's inequality
+    ``|d/dtheta| <= d M`` (M its maximum) and every point is within pi/(2n) of the grid:
+    ``M <= grid_max / (1 - d pi / (2n))``.  The exact value must lie between the refined sample
+    (minus round-off) and that bound (plus round-off); nan, zoo, complex or a non-positive value
+    for a nonzero stencil fails."""
+    try:
+        v = complex(sp.N(exact, 30))
+        wf = tuple(float(w) for w in weights)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    if v.imag != 0 or not math.isfinite(v.real):
+        return False
+    if not any(wf):
+        return v.real == 0
+    d = len(wf) - 1
+    if v.real <= 0 or d * math.pi >= n:
+        return False
+    grid, refined = sampled_symbol_max(wf, n)
+    roundoff = 1e-12 * sum(abs(x) for x in wf) ** 2
+    return refined - roundoff <= v.real <= grid / (1 - d * math.pi / (2 * n)) + roundoff
 
 
 def _poly_max_exact(weights: tuple[sp.Expr, ...]) -> Optional[sp.Expr]:

@@ -1,0 +1,45 @@
+"""Time limits for symbolic work: the bottom of the package's import graph (imports nothing of
+pde2net), so that analyse, stencils and stability can all bound sympy without importing each other.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+SYMBOLIC_SECONDS = 20.0
+
+
+class SymbolicTimeout(Exception):
+    """Symbolic work ran past its time limit."""
+
+
+@contextmanager
+def time_limit(seconds: Optional[float]) -> Iterator[None]:
+    """Bounds symbolic work with SIGALRM (main thread only; elsewhere it runs unbounded)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() \
+            or not hasattr(signal, "setitimer"):
+        yield
+        return
+    # Nested limits: an enclosing one that fires first stays in charge; otherwise it is re-armed
+    # with what is left of it when this one ends (one ITIMER_REAL serves both).
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]
+    if outer and outer <= seconds:
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise SymbolicTimeout()
+
+    start = time.monotonic()
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
