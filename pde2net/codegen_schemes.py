@@ -202,9 +202,13 @@ def _implicit_body(arch: Architecture, sch: Implicit) -> tuple[str, str, str]:
     attrs = f"    tau = {float(sch.tau)!r}\n    iterations = {sch.iterations}\n"
     if sch.solver == "cg":
         attrs += f"    W2 = {_table(arch, sch.tau)}  # +tau W1\n"
-        block = ('        """CG for (I + tau D^T G(u) D) x = u from x = 0 (lagged diffusivity)."""\n'
+        dims = "-1" if len(arch.dims) == 1 else "(-2, -1)"
+        block = ('        """CG for (I + tau D^T G(u) D) x = u from x = 0 (lagged diffusivity), on u / 2^e\n'
+                 '        with 2^e >= max |u| per sample (exact; inner(r, r) cannot overflow)."""\n'
                  "        G, tiny = diffusivity(W1(u)), torch.finfo(u.dtype).tiny\n"
-                 "        x, r = torch.zeros_like(u), u\n"
+                 f"        amax = u.abs().amax(dim={dims}, keepdim=True)\n"
+                 "        scale = torch.exp2(torch.ceil(torch.log2(amax.clamp_min(tiny))))\n"
+                 "        x, r = torch.zeros_like(u), u / scale\n"
                  "        p, rr = r, inner(r, r)\n"
                  "        for _ in range(self.iterations):\n"
                  "            ap = p + Dt(G * W1(p), self.W2)\n"
@@ -214,7 +218,7 @@ def _implicit_body(arch: Architecture, sch: Implicit) -> tuple[str, str, str]:
                  "            rr_new = inner(r, r)\n"
                  "            p = r + (rr_new / rr.clamp_min(tiny)) * p\n"
                  "            rr = rr_new\n"
-                 "        return x\n")
+                 "        return x * scale\n")
         return attrs, block, "recurrent CG network"
     if sch.solver == "jacobi":
         attrs += (f"    W2 = {_table(arch, sch.tau)}  # +tau W1\n"

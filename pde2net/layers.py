@@ -255,6 +255,11 @@ class DiffusionOperator(nn.Module):
         """Per-row inner product over the grid, shape ``(B, 1)`` (for Krylov solvers)."""
         return (a * b).sum(dim=-1, keepdim=True)
 
+    @staticmethod
+    def amax(a: torch.Tensor) -> torch.Tensor:
+        """Per-row ``max |a|`` over the grid, shape ``(B, 1)`` (to scale a solve)."""
+        return a.abs().amax(dim=-1, keepdim=True)
+
 
 class DiffusionNet(nn.Module):
     """Base class of generated networks: ``steps`` ResNet blocks ``u + W2 Phi(W1 u)``.
@@ -557,6 +562,11 @@ class DiffusionOperator2D(nn.Module):
     def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-sample inner product over the image, shape ``(B, 1, 1)`` (for Krylov solvers)."""
         return (a * b).sum(dim=(-2, -1), keepdim=True)
+
+    @staticmethod
+    def amax(a: torch.Tensor) -> torch.Tensor:
+        """Per-sample ``max |a|`` over the image, shape ``(B, 1, 1)`` (to scale a solve)."""
+        return a.abs().amax(dim=(-2, -1), keepdim=True)
 
 
 def aliased_diagonal(G: torch.Tensor, stencil: Stencil, scale, dim: int) -> torch.Tensor:

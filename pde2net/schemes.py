@@ -185,9 +185,15 @@ class ImplicitNet(DiffusionNet):
 
     def _cg(self, u: torch.Tensor) -> torch.Tensor:
         """CG for ``(I + tau D^T G(u) D) x = u`` from x = 0 (G lagged); guarded divisions so an
-        exactly converged row stays put instead of producing 0/0."""
+        exactly converged row stays put instead of producing 0/0.
+
+        The solve runs on ``u / 2^e`` with ``2^e >= max |u|`` per sample and scales back: the
+        system is linear in its right side and a power of two commutes exactly with every
+        operation of CG, so the result is the same bits, but ``inner(r, r)`` can no longer
+        overflow (float32 overflowed there for amplitudes ~1e19, with every op tree finite)."""
         G, tiny = self.op.diffusivity(u), torch.finfo(u.dtype).tiny
-        x, r = torch.zeros_like(u), u
+        scale = torch.exp2(torch.ceil(torch.log2(self.op.amax(u).clamp_min(tiny))))
+        x, r = torch.zeros_like(u), u / scale
         p, rr = r, self.op.inner(r, r)
         for _ in range(self.iterations):
             ap = p + self.op.frozen_apply(p, G, self.tau)
@@ -197,7 +203,7 @@ class ImplicitNet(DiffusionNet):
             rr_new = self.op.inner(r, r)
             p = r + (rr_new / rr.clamp_min(tiny)) * p
             rr = rr_new
-        return x
+        return x * scale
 
     def _jacobi(self, u: torch.Tensor) -> torch.Tensor:
         """Damped Jacobi ``x <- x + omega (u - A x) / diag(A)`` from x = 0."""

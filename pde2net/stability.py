@@ -53,7 +53,8 @@ from sympy.calculus.util import continuous_domain, function_range
 from . import exprs
 from .analyse import S, Model
 from .limits import SYMBOLIC_SECONDS, SymbolicTimeout, time_limit  # re-exported
-from .lower import FED, FSI, Architecture, Explicit, Implicit, Multigrid, boundary_text
+from .lower import (FED, FLUX_VAR, FSI, RADIAL_VAR, Architecture, Explicit, Implicit, Multigrid,
+                    boundary_text)
 
 if TYPE_CHECKING:  # NumPy is imported by the floating-point check only
     import numpy as np
@@ -579,11 +580,11 @@ def network_trees(arch: Architecture) -> list[tuple[str, exprs.Op, str]]:
     if isinstance(sch, Multigrid):
         return []
     if len(arch.stencils) == 2:
-        return [("g(s2)", fl.radial_op, "s2")] if fl.radial_op is not None else []
-    out = [("Phi(s)", fl.op, "s")]
+        return [("g(s2)", fl.radial_op, RADIAL_VAR)] if fl.radial_op is not None else []
+    out = [("Phi(s)", fl.op, FLUX_VAR)]
     frozen = isinstance(sch, (FED, FSI)) or (isinstance(sch, Implicit) and sch.solver != "fixed_point")
     if frozen:
-        out.append(("Phi(s)/s", fl.ratio_op, "s"))
+        out.append(("Phi(s)/s", fl.ratio_op, FLUX_VAR))
     return out
 
 
@@ -677,10 +678,10 @@ def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float]
         args = _free_vars(op) - set(params)
         if len(args) > 1 or (args and args != {arg}):
             return FloatFacts(name, False, f"the op tree of {label} has unexpected variables {sorted(args)}")
-        signed = arg == "s"
+        signed = arg not in (RADIAL_VAR, "s2")  # g(s2) takes |v|^2 >= 0; Phi and Phi/s take both signs
         top = big / (2 * max(1.0, L)) if label == "Phi(s)" else big
         mags = float_sweep(dt, top)
-        if arg == "s2":
+        if not signed:
             mags = np.concatenate([mags, np.array([np.inf], dtype=dt)])
         ok = _finite_at(op, arg, mags, params, dt, signed)
         where = f"+-s, |s| <= {float(mags[-1]):.3g}" if signed else "s2 in [0, inf]"
@@ -702,7 +703,7 @@ def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float]
         du = first if signed else math.sqrt(first)
         at = ("at D u = 0" if first == 0 else f"for |D u| >= {du:.2g}"
               if i > 0 and ok[i - 1] else f"at |D u| = {du:.2g}")
-        note = " (|D u|^2 overflows to inf)" if arg == "s2" and math.isinf(first) else ""
+        note = " (|D u|^2 overflows to inf)" if not signed and math.isinf(first) else ""
         return FloatFacts(name, False, f"in {name} the {'flux' if label == 'Phi(s)' else 'diffusivity'} "
                                        f"{label} is {kind} {at}{note}")
     n = len(float_sweep(dt, big))
@@ -719,7 +720,7 @@ def _at_zero_as_computed(phi: DomainFacts, arch: Architecture) -> DomainFacts:
         return phi
     import numpy as np
 
-    at0 = evaluate_tree(arch.flux.op, _arg_of(arch.flux.op, arch.flux.params, "s"),
+    at0 = evaluate_tree(arch.flux.op, _arg_of(arch.flux.op, arch.flux.params, FLUX_VAR),
                         np.array([0.0, -0.0]), arch.flux.params, np.float64)
     if np.isfinite(at0).all():
         return phi

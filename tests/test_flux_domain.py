@@ -89,14 +89,19 @@ def test_sqrt_of_one_minus_s2_is_never_stable(scheme):
     assert "not real" in report.reason
 
 
-def test_log_is_not_real_at_zero():
-    """Phi(s) = s log(s^2) is 0 * (-oo) at s = 0 (NaN in floating point)."""
-    report = pde2net.compile_text(spec("log(s2)")).stability
-    assert report.verdict == "not stable"
-    h = hypothesis(report, "Phi(s) real and finite")
-    assert h["holds"] is False and "s = 0" in h["detail"]
+def test_log_at_zero_takes_its_limit_and_the_negative_diffusivity_decides():
+    """Phi(s) = s log(s^2) is 0 * (-oo) at s = 0 as written; the emitted flux takes its limit 0
+    there (docs/theory.md §14), so the network is finite at D u = 0, and the verdict is decided by
+    g = log(s^2) < 0 for |s| < 1: not stable."""
+    prog = pde2net.compile_text(spec("log(s2)"))
+    report = prog.stability
+    assert report.verdict == "not stable" and "negative diffusivity" in report.reason
+    assert hypothesis(report, "Phi(s) real and finite")["holds"] is True
     with np.errstate(all="ignore"):
-        assert np.isnan(0.0 * np.log(0.0))  # what the network computes at D u = 0
+        assert np.isnan(0.0 * np.log(0.0))  # the formula as written
+    flux = prog.module(dtype=torch.float64).op.flux
+    at0 = flux(torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(at0, torch.zeros(3, dtype=torch.float64))  # lim_{s->0} s log s^2 = 0
 
 
 def test_a_flux_real_everywhere_stays_stable_and_the_network_agrees():
@@ -334,10 +339,13 @@ def test_frozen_diffusivity_needs_a_finite_limit_at_zero():
 
 def test_removable_singularity_is_judged_by_the_computed_value():
     """1 - exp(-1/s^8) is undefined at 0 as a formula but IEEE gives exp(-inf) = 0 there (fine);
-    s log(s^2) gives 0 * -inf = NaN (not real and finite where the network computes it)."""
+    s log(s^2) would give 0 * -inf = NaN, but the emitted flux takes the limit 0 at s = 0, so
+    the network computes a real value there too."""
     weickert = pde2net.compile_text(spec("1 - exp(-1 / s2^4)", "explicit(tau = 0.1, steps = 2)"))
     assert hypothesis(weickert.stability, "Phi(s) real and finite")["holds"] is True
     with np.errstate(all="ignore"):
         assert 1 - np.exp(-1 / np.float64(0.0) ** 4) == 1  # what the network computes at 0
     log = pde2net.compile_text(spec("log(s2)"))
-    assert hypothesis(log.stability, "Phi(s) real and finite")["holds"] is False
+    assert hypothesis(log.stability, "Phi(s) real and finite")["holds"] is True
+    phi = log.module(dtype=torch.float64).op.flux
+    assert phi(torch.tensor([0.0, -0.0], dtype=torch.float64)).tolist() == [0.0, 0.0]
