@@ -36,7 +36,7 @@ bank gives ``tau * W^T(...) = 0``: the identity.  Bounds on S (docs/theory.md §
 
 Activations (:func:`make_activation`): ``"pm"`` (Perona-Malik), ``"charbonnier"``, ``"linear"``,
 ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"silu"`` and ``"learned"``
-(:class:`LearnedDiffusivity`, ``Phi(s) = s L sigmoid(a(s^2))``).  ``"softplus"`` is refused:
+(:class:`LearnedDiffusivity`, ``Phi(s) = s L sigmoid(a(s^2))``, a learned).  ``"softplus"`` is refused:
 ``softplus(0) = log 2 != 0``.
 """
 from __future__ import annotations
@@ -204,18 +204,22 @@ class SiLU(Activation):
 
 
 class LearnedDiffusivity(Activation):
-    """A learned flux ``Phi(s) = s g(s^2)``, ``g = L sigmoid(a(s))`` with
+    """A learned flux ``Phi(s) = s g(s^2)``, ``g = L sigmoid(a(s))``, ``a`` a normalised
+    radial-basis interpolant of learned values ``v_j`` (the logits at the knots):
 
-        a(s) = b + sum_j c_j (exp(-(s - s_j)^2 / (2 h^2)) + exp(-(s + s_j)^2 / (2 h^2)))
+        a(s) = sum_j v_j psi_j(t) / sum_i psi_i(t),   t = clip(s, -s_max, s_max),
+        psi_j(t) = exp(-(t - s_j)^2 / (2 h^2)) + exp(-(t + s_j)^2 / (2 h^2)),
 
-    ``knots`` centres ``s_j`` evenly spaced on [0, s_max], width h = their spacing.  Each basis
-    function is even in s, so a is a smooth function of s^2.  ``0 <= g <= L`` holds BY
-    CONSTRUCTION for every value of (b, c): sigmoid maps every float (including +-inf) into
-    [0, 1] and rounding of ``L * x`` with x <= 1 never exceeds L.  For |s| >> s_max the basis
-    vanishes and g -> L sigmoid(b): a learned constant tail, so nonmonotone fluxes such as
-    Perona-Malik's s / (1 + s^2) are reachable.
+    ``knots`` centres ``s_j`` evenly spaced on [0, s_max], width h = their spacing.  Each psi_j
+    is even, so a is a function of s^2 (smooth on (-s_max, s_max), constant beyond: the tail
+    g = L sigmoid(a(s_max)) is learned too, so nonmonotone fluxes such as Perona-Malik's
+    s / (1 + s^2) are reachable).  Well defined for every s: the clip keeps the exponents
+    finite and the nearest knot is within h/2 of t, so ``sum_i psi_i(t) >= exp(-1/8)``.
+    ``0 <= g <= L`` holds BY CONSTRUCTION for every value of v: sigmoid maps every float
+    (including +-inf) into [0, 1] and the rounding of ``L * x`` with x <= 1 never exceeds L.
+    The partition of unity makes v_j the value of a near knot j: a well-conditioned fit.
 
-    ``filters > 1``: one (b, c) per feature map (axis 1 of the input); ``filters = 1``: shared.
+    ``filters > 1``: one set of values per feature map (axis 1 of the input); 1: shared.
     """
 
     name = "learned"
@@ -223,8 +227,8 @@ class LearnedDiffusivity(Activation):
     def __init__(self, knots: int = 16, L: float = 1.0, s_max: float = 3.0, filters: int = 1,
                  init_g: float = 0.5) -> None:
         super().__init__()
-        if int(knots) < 1:
-            raise ValueError(f"knots must be >= 1; got {knots}")
+        if int(knots) < 2:
+            raise ValueError(f"knots must be >= 2; got {knots}")
         if int(filters) < 1:
             raise ValueError(f"filters must be >= 1; got {filters}")
         self.L = _positive(L, "L")
@@ -232,30 +236,31 @@ class LearnedDiffusivity(Activation):
         self.knots, self.filters = int(knots), int(filters)
         if not 0.0 < init_g < 1.0:
             raise ValueError(f"init_g (g(s) / L at initialisation) must be in (0, 1); got {init_g}")
-        centres = torch.linspace(0.0, self.s_max, self.knots) if self.knots > 1 else torch.zeros(1)
-        self.register_buffer("centres", centres)
-        self.width = self.s_max / max(self.knots - 1, 1)
-        self.coef = nn.Parameter(torch.zeros(self.filters, self.knots))
-        self.bias = nn.Parameter(torch.full((self.filters,), math.log(init_g / (1.0 - init_g))))
+        self.width = self.s_max / (self.knots - 1)
+        self.values = nn.Parameter(torch.full((self.filters, self.knots),
+                                              math.log(init_g / (1.0 - init_g))))
 
-    def _per_filter(self, p: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """``p`` (F, *rest) viewed to broadcast against s with F on axis 1 (or shared)."""
+    def centres(self, dtype: torch.dtype) -> torch.Tensor:
+        """The knots s_j, evenly spaced on [0, s_max] (built in ``dtype``: exact in float64)."""
+        return torch.linspace(0.0, self.s_max, self.knots, dtype=dtype)
+
+    def _values_for(self, s: torch.Tensor) -> torch.Tensor:
+        """v (F, knots) viewed to broadcast against ``s[..., None]`` with F on axis 1 (or shared)."""
+        v = self.values.to(s.dtype)
         if self.filters == 1:
-            return p[0]
+            return v[0]
         if s.dim() < 2 or s.shape[1] != self.filters:
             raise ValueError(f"a per-filter activation with {self.filters} filters needs inputs "
                              f"(B, {self.filters}, ...); got shape {tuple(s.shape)}")
-        rest = p.shape[1:]
-        return p.view(self.filters, *([1] * (s.dim() - 2)), *rest)
+        return v.view(self.filters, *([1] * (s.dim() - 2)), self.knots)
 
     def logits(self, s: torch.Tensor) -> torch.Tensor:
         """a(s) (same shape as s)."""
-        c = self.centres.to(s.dtype)
+        c = self.centres(s.dtype)
         h2 = 2.0 * self.width ** 2
-        x = s.unsqueeze(-1)
-        basis = torch.exp(-(x - c) ** 2 / h2) + torch.exp(-(x + c) ** 2 / h2)
-        a = (basis * self._per_filter(self.coef.to(s.dtype), s)).sum(-1)
-        return a + self._per_filter(self.bias.to(s.dtype), s)
+        t = s.clamp(-self.s_max, self.s_max).unsqueeze(-1)
+        psi = torch.exp(-(t - c) ** 2 / h2) + torch.exp(-(t + c) ** 2 / h2)
+        return (psi * self._values_for(s)).sum(-1) / psi.sum(-1)
 
     def g(self, s: torch.Tensor) -> torch.Tensor:
         """The diffusivity g = Phi(s)/s in [0, L]."""
@@ -266,19 +271,14 @@ class LearnedDiffusivity(Activation):
 
     def numpy(self, s: np.ndarray) -> np.ndarray:
         s = np.asarray(s, dtype=np.float64)
-        c = self.centres.detach().double().numpy()
-        coef = self.coef.detach().double().numpy()
-        bias = self.bias.detach().double().numpy()
-        if self.filters > 1:
-            coef = coef.reshape(self.filters, *([1] * (s.ndim - 2)), self.knots)
-            bias = bias.reshape(self.filters, *([1] * (s.ndim - 2)))
-        else:
-            coef, bias = coef[0], bias[0]
+        c = np.linspace(0.0, self.s_max, self.knots)
+        v = self.values.detach().double().numpy()
+        v = v.reshape(self.filters, *([1] * (s.ndim - 2)), self.knots) if self.filters > 1 else v[0]
         h2 = 2.0 * self.width ** 2
-        x = s[..., None]
+        t = np.clip(s, -self.s_max, self.s_max)[..., None]
+        psi = np.exp(-(t - c) ** 2 / h2) + np.exp(-(t + c) ** 2 / h2)
+        a = (psi * v).sum(-1) / psi.sum(-1)
         with np.errstate(over="ignore"):
-            basis = np.exp(-(x - c) ** 2 / h2) + np.exp(-(x + c) ** 2 / h2)
-            a = (basis * coef).sum(-1) + bias
             g = self.L / (1.0 + np.exp(-a))
         return s * g
 
