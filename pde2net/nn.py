@@ -27,7 +27,9 @@ LOG_GAIN_MAX))``.  ``V_k / ||V_k||`` is computed as ``x / sqrt(max(|x|^2, 1))`` 
 clamp changes nothing unless ``V_k = 0``, where the filter is exactly 0 (no 0/0, no overflow
 at 1e30, no underflow to a wrong direction at 1e-30).  So ``|W_k| <= exp(LOG_GAIN_MAX)``
 entrywise whatever the raw values, B is finite, and ``tau <= 2 / (L B_FLOOR)`` is finite; a zero
-bank gives ``tau * W^T(...) = 0``: the identity.  Bounds on S (docs/theory.md §13):
+bank gives ``tau * W^T(...) = 0``: the identity.  (Inputs near the float range, e.g. 1e30 in
+float32 with the largest gains and a linear Phi, can still overflow in ``W^T Phi(W u)``; the
+bound is about exact arithmetic, the rounding margin is THETA_MAX.)  Bounds on S (docs/theory.md §13):
 
 - ``B1 = sum_{k,c} ||w_kc||_1^2``                          (:func:`bound_b1`)
 - ``B2 = max_c sum_c' ||r_cc'||_1``, ``r_cc' = sum_k w_kc (*) w_kc'`` (Gershgorin) (:func:`bound_b2`)
@@ -357,11 +359,17 @@ def bound_b2(w: torch.Tensor) -> torch.Tensor:
 
 
 def grid_correction(size: int, dim: int, M: int) -> float:
-    """``1 - (n d pi)^2 / (2 M^2)``, n = size - 1: along any line the function
-    ``p_x(theta) = x^H What^H What x`` (|x| = 1) is a trigonometric sum of exponential type
-    ``sigma <= n sum_i |e_i| <= n d`` (unit direction e... scaled by the l1 length); p_x >= 0 and
-    its max S is attained with zero gradient, so by Bernstein (|p''| <= sigma^2 S) a grid point at
-    per-axis distance <= pi/M has ``p >= S (1 - n^2 (d pi/M)^2 / 2)``."""
+    """``1 - (n d pi)^2 / (2 M^2)``, n = size - 1 (for 3 x 3 filters in 2D: ``1 - 8 pi^2 / M^2``).
+
+    Proof that ``Gm / grid_correction >= S``: let the sup S be attained at theta* by the unit
+    vector x, and ``p(theta) = |What(theta) x|^2 <= S`` everywhere.  p is a trigonometric sum with
+    frequencies (lags) in [-n, n] per axis, so along the segment from theta* to the nearest grid
+    point, ``q(t) = p(theta* + t e)`` (|e| = 1) is an entire function of exponential type
+    ``sigma = n |e|_1``, bounded by S on the real line; Bernstein's inequality gives
+    ``|q''| <= sigma^2 S``.  q'(0) = 0 (an interior maximum of a periodic function), so
+    ``q(t) >= S (1 - sigma^2 t^2 / 2)``, and ``sigma t = n |t e|_1 <= n d pi / M`` since the grid
+    point is within pi/M of theta* on every axis.  Hence ``Gm >= p(grid point) >= S *
+    grid_correction``."""
     n = max(int(size) - 1, 0)
     return 1.0 - (n * dim * math.pi) ** 2 / (2.0 * M * M)
 

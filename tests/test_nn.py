@@ -215,9 +215,9 @@ def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     size = a.shape[0]
     lags = range(-(size - 1), size)
     if a.ndim == 1:
-        return np.array([sum(a[x] * b[x + l] for x in range(size) if 0 <= x + l < size) for l in lags])
-    return np.array([[sum(a[x, y] * b[x + l, y + m] for x in range(size) for y in range(size)
-                          if 0 <= x + l < size and 0 <= y + m < size) for m in lags] for l in lags])
+        return np.array([sum(a[x] * b[x + i] for x in range(size) if 0 <= x + i < size) for i in lags])
+    return np.array([[sum(a[x, y] * b[x + i, y + j] for x in range(size) for y in range(size)
+                          if 0 <= x + i < size and 0 <= y + j < size) for j in lags] for i in lags])
 
 
 @pytest.mark.parametrize("dim,channels", CASES)
