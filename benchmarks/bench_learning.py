@@ -179,7 +179,8 @@ def train(model: nn.Module, images: list[np.ndarray], sigma: float, args, seed: 
     loss = torch.tensor(0.0)
     for _ in range(args.steps):
         clean = patches(images, args.batch, args.patch, rng)
-        noisy = clean + sigma * torch.randn(clean.shape, generator=gen)
+        noisy = (clean + sigma * torch.randn(clean.shape, generator=gen)).to(args.device)
+        clean = clean.to(args.device)
         opt.zero_grad()
         loss = ((model(noisy) - clean) ** 2).mean()
         loss.backward()
@@ -201,11 +202,13 @@ def ssim(x: np.ndarray, ref: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, tests: list[np.ndarray], sigma: float) -> tuple[float, float]:
+def evaluate(model: nn.Module, tests: list[np.ndarray], sigma: float, device: str = "cpu"
+             ) -> tuple[float, float]:
     ps, ss = [], []
     for i, clean in enumerate(tests):
         noise = np.random.default_rng(1000 + i).standard_normal(clean.shape) * sigma
-        out = model(torch.tensor(clean + noise, dtype=torch.float32)[None, None])[0, 0].double().numpy()
+        x = torch.tensor(clean + noise, dtype=torch.float32, device=device)[None, None]
+        out = model(x)[0, 0].double().cpu().numpy()
         out = np.clip(out, 0.0, 1.0)
         ps.append(psnr(out, clean))
         ss.append(ssim(out, clean))
@@ -219,7 +222,7 @@ def blocks_of(model: nn.Module) -> list[nn.Module]:
 
 
 def adversarial_gain(block: nn.Module, size: int, amplitudes: tuple[float, ...], steps: int,
-                     seed: int) -> float:
+                     seed: int, device: str = "cpu") -> float:
     """max over amplitudes a (RMS of u) of the gain ||block(u)|| / ||u|| found by Adam ascent
     on the direction of u (u = a sqrt(n) v / ||v||)."""
     for p in block.parameters():
@@ -228,7 +231,7 @@ def adversarial_gain(block: nn.Module, size: int, amplitudes: tuple[float, ...],
     best = 0.0
     n = size * size
     for a in amplitudes:
-        v = torch.randn((1, 1, size, size), generator=gen).requires_grad_(True)
+        v = torch.randn((1, 1, size, size), generator=gen).to(device).requires_grad_(True)
         opt = torch.optim.Adam([v], lr=0.05)
         for _ in range(steps):
             u = a * math.sqrt(n) * v / v.norm()
@@ -257,7 +260,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--crop", type=int, default=None, help="centre crop of test images (0: full)")
     ap.add_argument("--knots", type=int, default=None, help="knots of the learned activations")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared machine)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     args = ap.parse_args()
     quick = dict(depth=2, filters=6, steps=40, batch=8, patch=32, seeds=2, crop=64, knots=8)
     full = dict(depth=6, filters=16, steps=3000, batch=32, patch=48, seeds=3, crop=0, knots=16)
@@ -265,6 +269,8 @@ def main() -> None:
         if getattr(args, k) is None:
             setattr(args, k, v)
     torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     STABLE_OPTIONS["learned"]["knots"] = args.knots
 
     train_imgs, test_imgs, source = load_images()
@@ -272,19 +278,19 @@ def main() -> None:
     print(f"{'QUICK SMOKE RUN' if args.quick else 'run'}: data {source}")
     print(f"depth {args.depth}, filters {args.filters}, steps {args.steps}, batch {args.batch} x "
           f"{args.patch}^2, Adam lr {args.lr} cosine, seeds {args.seeds}, test crop {args.crop or 'full'}, "
-          f"learned knots {args.knots}")
+          f"learned knots {args.knots}, device {args.device}")
     t0 = time.time()
     rows = []
     for spec in specs(args.depth, args.filters):
         for sigma in SIGMAS:
             ps, ss, gains, losses = [], [], [], []
             for seed in range(args.seeds):
-                model = build(spec, seed)
+                model = build(spec, seed).to(args.device)
                 losses.append(train(model, train_imgs, sigma, args, seed))
-                p, s = evaluate(model, test_imgs, sigma)
+                p, s = evaluate(model, test_imgs, sigma, args.device)
                 ps.append(p)
                 ss.append(s)
-                gains.append(max(adversarial_gain(b, 16, (1e-3, 1e-1, 1.0), 15 if args.quick else 100, seed)
+                gains.append(max(adversarial_gain(b, 16, (1e-3, 1e-1, 1.0), 15 if args.quick else 100, seed, args.device)
                                  for b in blocks_of(model)))
             rows.append((spec, sigma, n_params(build(spec, 0)), ps, ss, gains))
             print(f"  trained {spec.name:24s} sigma {sigma * 255:.0f}/255  ({time.time() - t0:.0f} s)",

@@ -304,6 +304,8 @@ def test_learned_activation_stays_in_range(filters):
         assert g.min() >= 0 and g.max() <= 2.5
         assert float(act(torch.zeros(1, filters, 1) if filters > 1 else torch.zeros(1)).abs().max()) == 0
         assert act.verify()["ok"]
+    cert = act.certificate()
+    assert cert["L"] == 2.5 and "docs/theory.md §13" in cert["statement"]
 
 
 def test_learned_activation_fits_perona_malik_flux():
@@ -382,6 +384,23 @@ def test_verify_and_certificate_of_trained_like_blocks(dim, channels):
     assert cert.holds and "docs/theory.md §13" in cert.statement
     for b in cert.blocks:
         assert b.dense_norm_sq <= b.B_printed * (1 + 1e-9) and b.tau_L_dense < 2
+
+
+class _TooLargeStep(pn.StableBlock):
+    """A block whose step ignores the bound: 3 theta 2 / (L B) (for the negative control)."""
+
+    def tau(self, w=None):
+        return 3.0 * super().tau(w)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_verify_detects_a_step_past_the_bound(dim):
+    block = _TooLargeStep(channels=1, filters=2, dim=dim, activation="linear", bound="grid")
+    with torch.no_grad():
+        block.rho.fill_(50.0)
+    report = block.verify()
+    assert not report["ok"] and report["max_gain_top"] > 1.1 and report["tau_L_dense"] > 2
+    assert not block.certificate().holds
 
 
 @pytest.mark.slow
