@@ -260,7 +260,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--crop", type=int, default=None, help="centre crop of test images (0: full)")
     ap.add_argument("--knots", type=int, default=None, help="knots of the learned activations")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: best on a shared machine)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: best on a shared machine)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     args = ap.parse_args()
     quick = dict(depth=2, filters=6, steps=40, batch=8, patch=32, seeds=2, crop=64, knots=8)
@@ -290,7 +291,8 @@ def main() -> None:
                 p, s = evaluate(model, test_imgs, sigma, args.device)
                 ps.append(p)
                 ss.append(s)
-                gains.append(max(adversarial_gain(b, 16, (1e-3, 1e-1, 1.0), 15 if args.quick else 100, seed, args.device)
+                ascent = 15 if args.quick else 100
+                gains.append(max(adversarial_gain(b, 16, (1e-3, 1e-1, 1.0), ascent, seed, args.device)
                                  for b in blocks_of(model)))
             rows.append((spec, sigma, n_params(build(spec, 0)), ps, ss, gains))
             print(f"  trained {spec.name:24s} sigma {sigma * 255:.0f}/255  ({time.time() - t0:.0f} s)",
