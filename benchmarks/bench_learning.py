@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from pde2net.nn import StableBlock, StableResNet  # noqa: E402
+from pde2net.nn import StableResNet  # noqa: E402
 
 TRAIN_IMAGES = ["astronaut", "chelsea", "coffee", "rocket", "brick", "grass", "gravel", "page"]
 TEST_IMAGES = ["camera", "coins", "moon", "text"]

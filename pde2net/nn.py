@@ -9,8 +9,9 @@ One block (docs/theory.md §1, §13) maps a field ``u`` with C channels to C cha
   ``size`` in 1D, ``size x size`` in 2D), zero padding ``size // 2``: filter ``W_k`` maps the C
   channels to one feature map.  ``W^T`` is ``conv_transpose`` with the SAME weight and padding,
   the exact adjoint of the zero-padded correlation (reflect / replicate padding would not be:
-  docs/theory.md §13).  The zero-padded correlation is a section of the bi-infinite Toeplitz
-  operator, so ``||W||^2 = ||sum_k W_k^T W_k|| <= S = sup_theta lambda_max(What(theta)^H What(theta))``.
+  docs/theory.md §13).  The zero-padded correlation is a section ``P T E`` of the bi-infinite
+  Toeplitz operator T (E: zero extension, P: restriction, both of norm 1), so
+  ``||W||^2 = ||sum_k W_k^T W_k|| <= ||T||^2 = S = sup_theta lambda_max(What(theta)^H What(theta))``.
 - ``Phi_k`` acts pointwise on feature map k with ``Phi_k(0) = 0`` and ``0 <= Phi_k(s)/s <= L``
   (no bias inside Phi).  Then ``u+ = (I - tau W^T G W) u`` with ``G = diag(Phi(s)/s)`` in [0, L],
   a symmetric matrix with spectrum in ``[1 - tau L ||W||^2, 1]``: if ``tau L ||W||^2 <= 2`` the norm
@@ -38,8 +39,8 @@ bound is about exact arithmetic, the rounding margin is THETA_MAX.)  Bounds on S
 
 Activations (:func:`make_activation`): ``"pm"`` (Perona-Malik), ``"charbonnier"``, ``"linear"``,
 ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"silu"`` and ``"learned"``
-(:class:`LearnedDiffusivity`, ``Phi(s) = s L sigmoid(a(s^2))``, a learned).  ``"softplus"`` is refused:
-``softplus(0) = log 2 != 0``.
+(:class:`LearnedDiffusivity`, ``Phi(s) = s L sigmoid(a(s^2))`` with a learned ``a``).
+``"softplus"`` is refused: ``softplus(0) = log 2 != 0``.
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+__all__ = ["Activation", "PeronaMalik", "Charbonnier", "Linear", "ReLU", "LeakyReLU", "Tanh",
+           "SiLU", "LearnedDiffusivity", "make_activation", "bound_b1", "bound_b2", "bound_grid",
+           "grid_correction", "autocorrelations", "dense_bank", "BlockCertificate",
+           "NetCertificate", "StableBlock", "StableResNet"]
 
 THETA_MAX = 1.0 - 2.0 ** -10
 B_FLOOR = 1e-12
