@@ -26,6 +26,7 @@ class ExportCheck:
     kind: str
     rel_error: Optional[float]  # None: could not be checked (onnxruntime missing)
     checked_shape: tuple[int, ...]
+    fixed_grid: bool = False  # the grid axes are fixed to the traced size (multigrid)
 
 
 def example_shape(prog: "Program", shape: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
@@ -52,16 +53,22 @@ def _second_shape(shape: tuple[int, ...], grid_dynamic: bool = True) -> tuple[in
 
 
 def relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:
-    scale = float(ref.abs().max())
-    return float((y - ref).abs().max()) / (scale if scale > 0 else 1.0)
+    """``max |y - ref| / max |ref|`` in float64; inf when either holds a NaN or an infinity, so a
+    non-finite output never passes a tolerance."""
+    y, ref = y.detach().to(torch.float64), ref.detach().to(torch.float64)
+    if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(ref).all())):
+        return float("inf")
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    diff = float((y - ref).abs().max()) if ref.numel() else 0.0
+    return diff / (scale if scale > 0 else 1.0)
 
 
-def _inputs(net: torch.nn.Module, shape: tuple[int, ...], seed: int = 0
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(net: torch.nn.Module, shape: tuple[int, ...], seed: int = 0,
+            dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """The tracing input and the checking input (another shape along the dynamic axes)."""
     gen = torch.Generator().manual_seed(seed)
-    example = torch.randn(shape, generator=gen)
-    check = torch.randn(_second_shape(shape, not fixed_grid(net)), generator=gen)
+    example = torch.randn(shape, generator=gen).to(dtype)
+    check = torch.randn(_second_shape(shape, not fixed_grid(net)), generator=gen).to(dtype)
     return example, check
 
 
@@ -83,9 +90,12 @@ def _hierarchy_as_constants(net: torch.nn.Module, example: torch.Tensor) -> Iter
         del net.hierarchy
 
 
-def export_torchscript(net: torch.nn.Module, path: str, shape: tuple[int, ...]) -> ExportCheck:
-    """Traces ``net`` to TorchScript, saves it, loads it back and compares on a new shape."""
-    example, check = _inputs(net, shape)
+def export_torchscript(net: torch.nn.Module, path: str, shape: tuple[int, ...],
+                       dtype: torch.dtype = torch.float32) -> ExportCheck:
+    """Traces ``net`` (in ``dtype``) to TorchScript, saves it, loads it back and compares on a new
+    shape."""
+    net = net.to(dtype)
+    example, check = _inputs(net, shape, dtype=dtype)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _hierarchy_as_constants(net, example):
@@ -93,16 +103,19 @@ def export_torchscript(net: torch.nn.Module, path: str, shape: tuple[int, ...]) 
         traced.save(path)
         loaded = torch.jit.load(path)
         err = relative_error(loaded(check), net(check))
-    return ExportCheck(path, "torchscript", err, tuple(check.shape))
+    return ExportCheck(path, "torchscript", err, tuple(check.shape), fixed_grid(net))
 
 
-def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...]) -> ExportCheck:
-    """Exports ``net`` to ONNX with dynamic batch and grid axes; checks it with onnxruntime."""
+def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...],
+                dtype: torch.dtype = torch.float32) -> ExportCheck:
+    """Exports ``net`` (in ``dtype``) to ONNX with dynamic batch and grid axes (the batch axis only
+    for a fixed-grid network); checks it with onnxruntime."""
     try:
         import onnx  # noqa: F401 - the exporter needs it
     except ImportError:
         raise ImportError("ONNX export needs the 'onnx' package: pip install 'pde2net[onnx]'") from None
-    example, check = _inputs(net, shape)
+    net = net.to(dtype)
+    example, check = _inputs(net, shape, dtype=dtype)
     names = ["batch", "n"] if len(shape) == 2 else ["batch", "h", "w"]
     axes = {i: name for i, name in enumerate(names[:1] if fixed_grid(net) else names)}
     with torch.no_grad(), warnings.catch_warnings():
@@ -122,7 +135,28 @@ def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...]) -> Expo
     try:
         import onnxruntime as ort
     except ImportError:
-        return ExportCheck(path, "onnx", None, tuple(check.shape))
+        return ExportCheck(path, "onnx", None, tuple(check.shape), fixed_grid(net))
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: check.numpy()})[0]
-    return ExportCheck(path, "onnx", relative_error(torch.from_numpy(out), ref), tuple(check.shape))
+    out = sess.run(None, {sess.get_inputs()[0].name: _to_numpy(check)})[0]
+    return ExportCheck(path, "onnx", relative_error(_from_numpy(out), ref), tuple(check.shape),
+                       fixed_grid(net))
+
+
+def _to_numpy(x: torch.Tensor):
+    """A tensor as a NumPy array for onnxruntime (bfloat16, which NumPy lacks, as its raw bits
+    viewed through ml_dtypes when installed)."""
+    if x.dtype != torch.bfloat16:
+        return x.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError("checking a bfloat16 ONNX export needs ml_dtypes: pip install ml_dtypes") from None
+    return x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+
+
+def _from_numpy(a) -> torch.Tensor:
+    import numpy as np
+
+    if a.dtype.kind == "V" or a.dtype.name == "bfloat16":
+        return torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return torch.from_numpy(a)
