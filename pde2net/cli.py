@@ -467,7 +467,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     try:
         kind = write_graph(g, args.output)
     except ValueError as exc:
-        print(f"pde2net graph: {exc}", file=sys.stderr)
+        print(f"pde2net graph: -o {args.output}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {args.output} ({kind[1:]}): {g.number_of_nodes()} layers, {g.number_of_edges()} edges",
           file=sys.stderr)

@@ -115,7 +115,7 @@ def open_bounded(path: str, limit: int, what: str = "file") -> BinaryIO:
         if stat.S_ISDIR(st.st_mode):
             raise PdeError(f"{path} is a directory", None, where, f"a {what}")
         too_large = PdeError(f"{what} too large (more than {limit} bytes)", None, where,
-                             f"a {what} of at most {limit} bytes")
+                             f"at most {limit} bytes")
         if stat.S_ISREG(st.st_mode):
             if st.st_size > limit:
                 raise too_large
