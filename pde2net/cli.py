@@ -1,9 +1,13 @@
 """Stage 8: the command line, ``pde2net check | compile | run | verify | export | graph``.
 
 Exit status: 0 success, 1 a check that failed (``check --strict`` on a spec not proven stable,
-``verify`` finding a "stable" verdict contradicted or a reference disagreeing, ``export`` above
-its tolerance), 2 bad input (one message with file:line:col and a caret, never a traceback),
-3 internal error.  ``check`` never imports torch.
+``verify`` finding a "stable" verdict contradicted -- growth or a NaN / inf output -- or a
+reference disagreeing, ``export`` above its tolerance, ``run`` whose output holds NaN or inf),
+2 bad input (one message naming the file or option, with file:line:col and a caret where there is
+a position, never a traceback): unreadable or oversized files, output paths that cannot be
+written, devices this build lacks, inputs the run's dtype cannot hold, option values out of
+range; 3 internal error.  Output paths are checked before any work is done.  ``check`` never
+imports torch.
 """
 from __future__ import annotations
 
@@ -398,6 +402,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     _output_path(args.onnx, "--onnx")
     _output_path(args.torchscript, "--torchscript")
+    if args.onnx and args.dtype == "bfloat16":
+        raise PdeError("--onnx with --dtype bfloat16: onnxruntime has no bfloat16 kernels on the CPU, "
+                       "so the exported file could not be checked", None, Source("", "--dtype"),
+                       "--dtype float16 (or float32) for ONNX, or --torchscript for bfloat16")
     prog = load(args.file)
     from . import export
     from .fieldio import input_min_points

@@ -454,7 +454,8 @@ def read_spec(path: Union[str, Path]) -> Spec:
         try:
             raw = f.read(MAX_SOURCE_BYTES + 1)
         except OSError as exc:
-            raise PdeError(f"cannot read {path}: {exc.strerror or exc}", None, Source("", str(path))) from None
+            raise PdeError(f"cannot read {path}: {exc.strerror or exc}", None,
+                           Source("", str(path))) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -111,6 +111,8 @@ USER_ERRORS = [
                                           str(t / "a.onnx")], ["--tolerance", "nan"]),
     ("export --tolerance inf", lambda t: ["export", HEAT, "--tolerance", "inf", "--onnx",
                                           str(t / "a.onnx")], ["--tolerance"]),
+    ("export bfloat16 onnx", lambda t: ["export", HEAT, "--dtype", "bfloat16", "--onnx",
+                                        str(t / "a.onnx")], ["--dtype", "bfloat16", "--torchscript"]),
     ("export no format", lambda t: ["export", HEAT], ["--onnx", "--torchscript"]),
     ("no command", lambda t: [], ["COMMAND"]),
     ("unknown command", lambda t: ["frobnicate", HEAT], ["frobnicate"]),
