@@ -157,7 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     steps = getattr(net, "steps", None) if args.steps is None else args.steps
     t0 = time.perf_counter()
     with torch.no_grad():
-        u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
+        try:
+            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
+        except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
+            raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0
     out64 = u.detach().cpu().to(torch.float64).numpy()
     # NumPy has no bfloat16: that output is written as float32, which holds every bfloat16 exactly
@@ -415,6 +418,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     dtype = _torch_dtype(args.dtype)
     net = prog.module(backend=args.backend, steps=args.steps)
     net.eval()
+    _fits(net, shape, dtype, "--shape" if args.shape else args.file)
     done = []
     if args.torchscript:
         done.append(export.export_torchscript(net, args.torchscript, shape, dtype))
@@ -441,6 +445,18 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"> --tolerance {tolerance:g}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _fits(net, shape: tuple[int, ...], dtype, where: str) -> None:
+    """Runs the network once on zeros of the tracing shape, so that a grid the network cannot take
+    (multigrid transfers) is reported as bad input before the exporters wrap it in their errors."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            net.to(dtype)(torch.zeros(shape, dtype=dtype))
+    except PdeError as err:
+        raise err.with_source(Source("", where)) from None
 
 
 def _shape_arg(text: Optional[str], ndim: int, need: int = 1) -> Optional[tuple[int, ...]]:
@@ -585,6 +601,15 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _named_files(args: argparse.Namespace, exc: OSError) -> str:
+    """The file an OSError is about: its own name, else the files the command line named."""
+    if exc.filename:
+        return str(exc.filename)
+    names = [str(getattr(args, k)) for k in ("output", "plot", "counterexample", "onnx", "torchscript",
+                                             "input", "file") if getattr(args, k, None)]
+    return "one of " + ", ".join(names) if len(names) > 1 else (names[0] if names else "a file")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``pde2net`` console script."""
     parser = build_parser()
@@ -602,8 +627,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:  # the file system refused a file the user named (full disk, permissions)
         if os.environ.get("PDE2NET_DEBUG"):
             raise
-        name = f" {exc.filename}" if exc.filename else ""
-        print(f"pde2net: cannot access{name}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"pde2net: cannot read or write {_named_files(args, exc)}: {exc.strerror or exc}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - users see one line; developers set PDE2NET_DEBUG
         if os.environ.get("PDE2NET_DEBUG"):

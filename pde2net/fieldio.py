@@ -48,7 +48,8 @@ def read_image(path: str) -> np.ndarray:
             gray = im.convert("I;16" if mode in ("I;16", "I") else "L")
             data = np.asarray(gray, dtype=np.float64)
     except (OSError, ValueError) as exc:
-        raise PdeError(f"cannot read image: {exc}", None, Source("", path)) from None
+        why = "not an image format Pillow recognises" if "cannot identify" in str(exc) else str(exc)
+        raise PdeError(f"cannot read image: {why}", None, Source("", path)) from None
     return data / (65535.0 if mode in ("I;16", "I") else 255.0)
 
 

@@ -19,6 +19,7 @@ PM = str(EXAMPLES / "perona_malik.pde")
 PM2 = str(EXAMPLES / "perona_malik_2d.pde")
 SIXTH = str(EXAMPLES / "sixth_order.pde")  # periodic, central stencil of 5 points
 STEP = str(EXAMPLES / "too_large_step.pde")
+MG = str(EXAMPLES / "multigrid.pde")
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -94,7 +95,13 @@ USER_ERRORS = [
      ["big.npy", "float32", "1e+40", "3.40282e+38"]),
     ("7e4 in float16", lambda t: ["run", HEAT, "--dtype", "float16", "--input",
                                   _npy(t, "h.npy", np.full(16, 7e4))], ["h.npy", "float16", "65504"]),
+    ("multigrid input length", lambda t: ["run", MG, "--input", _npy(t, "m.npy", np.ones(100))],
+     ["m.npy", "2^k + 1"]),
+    ("image not an image", lambda t: ["run", PM2, "--input", _spec(t, "bad.png", "not a png")],
+     ["bad.png", "cannot read image"]),
     # ---- option values
+    ("export multigrid --shape", lambda t: ["export", MG, "--shape", "1,100", "--onnx",
+                                            str(t / "m.onnx")], ["--shape", "2^k + 1"]),
     ("--steps too many", lambda t: ["run", HEAT, "--steps", "1000001"], ["--steps", "1000000"]),
     ("--steps negative", lambda t: ["run", HEAT, "--steps", "-1"], ["--steps"]),
     ("--budget too long", lambda t: ["verify", HEAT, "--budget", "1e9"], ["--budget", "3600"]),
@@ -142,6 +149,13 @@ def test_no_output_file_left_by_a_refused_run(tmp_path, capsys):
     """Output paths are checked before any work: nothing is written next to the bad path."""
     assert main(["run", HEAT, "--output", str(tmp_path)]) == 2
     assert sorted(os.listdir(tmp_path)) == [] and not (tmp_path.parent / (tmp_path.name + ".npy")).exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_names_the_output(capsys):
+    assert main(["compile", HEAT, "-o", "/dev/full"]) == 2
+    err = capsys.readouterr().err
+    assert "/dev/full" in err and "No space left" in err and "Traceback" not in err
 
 
 def test_device_cuda_without_cuda(capsys):
