@@ -749,7 +749,9 @@ def verify_grid(prog, size: Optional[int] = None) -> tuple[int, ...]:
         grid = tuple(reversed(arch.size)) if ndim == 2 else tuple(arch.size)  # (NY, NX)
     else:
         grid = (DEFAULT_SIZE if ndim == 1 else 64,) * ndim
-    need = lower.min_points(arch)
+    from .fieldio import input_min_points  # periodic grids too: at least the stencil's width
+
+    need = input_min_points(prog)
     where = "size" if size is None else None
     if min(grid) < need:
         raise _grid_error(prog, f"verify needs at least {need} points per axis for this stencil, "

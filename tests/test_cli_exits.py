@@ -109,6 +109,8 @@ USER_ERRORS = [
     ("--seed negative", lambda t: ["verify", HEAT, "--seed", "-3"], ["--seed"]),
     ("--size 0", lambda t: ["verify", HEAT, "--size", "0"], ["--size"]),
     ("--size too small", lambda t: ["verify", HEAT, "--size", "1"], ["heat.pde", "at least 2"]),
+    ("--size periodic below the stencil", lambda t: ["verify", SIXTH, "--size", "2"],
+     ["sixth_order.pde", "at least 5"]),
     ("--size too large", lambda t: ["verify", HEAT, "--size", "100000"], ["heat.pde", "too large"]),
     ("export --shape 1,1", lambda t: ["export", HEAT, "--shape", "1,1", "--onnx", str(t / "a.onnx")],
      ["--shape", "at least 2"]),
