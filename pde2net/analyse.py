@@ -19,6 +19,7 @@ import cmath
 import keyword
 import math
 import re
+import sys
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
@@ -320,7 +321,8 @@ def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.
                            "dx, dxx, ... for a field u(x); or declare field u(x, y)")
         want = 1
     else:
-        known = set(MATH_FUNCTIONS) | set(funcs) | ({"dx", "dxx"} if allow_deriv else set())
+        derivs = {"dx", "dxx"} | ({"dy", "dyy", "grad", "div", "laplace", "norm"} if ndim == 2 else set())
+        known = set(MATH_FUNCTIONS) | set(funcs) | (derivs if allow_deriv else set())
         raise PdeError(f"unknown function '{f}'", e.pos, src, did_you_mean(f, known))
     if len(e.args) != want:
         raise PdeError(f"'{f}' takes {want} argument{'s' if want > 1 else ''}, got {len(e.args)}",
@@ -579,6 +581,10 @@ def _positive(e: ast.Expr, src: Source, values, what: str) -> sp.Expr:
     v = _constant(e, src, values, what)
     if not v > 0:
         raise PdeError(f"{what} must be positive, got {v}", e.pos, src, f"{what} > 0")
+    if float(v) < sys.float_info.min:  # 0.0 or subnormal: the network would compute with ~0
+        rounds = "rounds to 0" if float(v) == 0 else "is subnormal (no precision left)"
+        raise PdeError(f"{what} = {str(sp.N(v, 3))} {rounds} in floating point", e.pos, src,
+                       f"{what} >= {sys.float_info.min:.3g}")
     return v
 
 

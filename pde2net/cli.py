@@ -1,9 +1,13 @@
 """Stage 8: the command line, ``pde2net check | compile | run | verify | export | graph``.
 
 Exit status: 0 success, 1 a check that failed (``check --strict`` on a spec not proven stable,
-``verify`` finding a "stable" verdict contradicted or a reference disagreeing, ``export`` above
-its tolerance), 2 bad input (one message with file:line:col and a caret, never a traceback),
-3 internal error.  ``check`` never imports torch.
+``verify`` finding a "stable" verdict contradicted -- growth or a NaN / inf output -- or a
+reference disagreeing, ``export`` above its tolerance, ``run`` whose output holds NaN or inf),
+2 bad input (one message naming the file or option, with file:line:col and a caret where there is
+a position, never a traceback): unreadable or oversized files, output paths that cannot be
+written, devices this build lacks, inputs the run's dtype cannot hold, option values out of
+range; 3 internal error.  Output paths are checked before any work is done.  ``check`` never
+imports torch.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from .program import Program, load
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_SIZE = 256
+MAX_BUDGET = 3600.0  # seconds of adversarial search: an hour is more than any spec needs
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 EPILOG = """examples:
   pde2net check examples/perona_malik.pde
@@ -107,6 +113,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
+    _output_path(args.output, "-o/--output")
     prog = load(args.file)
     src = prog.source()
     if args.output:
@@ -142,10 +149,12 @@ def _read_input(path: str, prog: Program):
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    _output_path(args.output, "--output")
+    _output_path(args.plot, "--plot")
     prog = load(args.file)
     report = prog.stability
     if not report.stable:
-        print(f"warning: {report.verdict}: {report.reason}", file=sys.stderr)
+        print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
     if args.input:
         data = _read_input(args.input, prog)
     elif len(prog.arch.dims) == 2:
@@ -157,15 +166,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = bundled_signal(n)[0]
     import torch
 
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    net = prog.module(backend=args.backend, steps=args.steps)
-    u0 = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=args.device)
+    dtype = _torch_dtype(args.dtype)
+    device = _device(args.device)
+    data = np.asarray(data, dtype=np.float64)
+    _check_representable(data, dtype, args.input or "the bundled test input")
+    net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
+    u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
+    net = net.to(device)
     steps = getattr(net, "steps", None) if args.steps is None else args.steps
     t0 = time.perf_counter()
     with torch.no_grad():
-        u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
+        try:
+            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
+        except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
+            raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0
-    out = u.detach().cpu().numpy()
+    out64 = u.detach().cpu().to(torch.float64).numpy()
+    # NumPy has no bfloat16: that output is written as float32, which holds every bfloat16 exactly
+    out = out64.astype(np.float32) if dtype == torch.bfloat16 else u.detach().cpu().numpy()
     if args.output:
         from .fieldio import write_field
 
@@ -175,12 +193,95 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         plot_evolution(args.plot, times, states, len(prog.arch.dims),
                        f"{prog.name}: {prog.model.scheme}, {steps} steps")
-    n0, n1 = float(np.linalg.norm(data)), float(np.linalg.norm(out.astype(np.float64)))
+    n0 = float(np.linalg.norm(u0.detach().cpu().to(torch.float64).numpy()))
+    n1 = float(np.linalg.norm(out64))
     print(f"{prog.name}: {steps} steps on shape {tuple(out.shape)} ({args.dtype}, {args.backend}) "
-          f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g}"
+          f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g} (norms in float64)"
           + (f"; wrote {args.output}" if args.output else "")
           + (f"; plotted {args.plot}" if args.plot else ""))
+    bad = int(out64.size - np.count_nonzero(np.isfinite(out64)))
+    if bad:
+        print(f"pde2net run: the output has {bad} NaN or infinite values of {out64.size} ({args.dtype}; "
+              f"{_verdict_reason(report)}): the evolution blew up or overflowed", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _verdict_reason(report) -> str:
+    """``verdict: reason`` without repeating the verdict when the reason already starts with it."""
+    reason = report.reason
+    if reason.lower().startswith(report.verdict.lower() + ":"):
+        return reason
+    return f"{report.verdict}: {reason}"
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+            "bfloat16": torch.bfloat16}[name]
+
+
+def _check_representable(data, dtype, what: str) -> None:
+    """Refuses an input whose values overflow the run's dtype (1e40 in float32 would become inf,
+    then NaN, silently): the largest magnitude must be at most the dtype's largest finite value."""
+    import numpy as np
+    import torch
+
+    if not data.size:
+        return
+    top = float(np.max(np.abs(data)))
+    biggest = float(torch.finfo(dtype).max)
+    if top > biggest:
+        name = str(dtype).replace("torch.", "")
+        raise PdeError(f"the input's largest magnitude {top:.6g} overflows {name} "
+                       f"(largest finite {name}: {biggest:.6g})", None, Source("", what),
+                       f"values of magnitude at most {biggest:.6g}, or --dtype float64")
+
+
+def _device(text: str):
+    """``--device``: a torch device that exists in this build and holds data."""
+    import torch
+
+    where = Source("", "--device")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise PdeError(f"--device {text!r} is not a torch device", None, where,
+                       "cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "meta":
+        raise PdeError("--device meta holds no data: a run needs real values", None, where,
+                       "cpu, cuda, cuda:N or mps")
+    backend = getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        why = "this PyTorch build has no CUDA support or no GPU is visible" if dev.type == "cuda" \
+            else f"no {dev.type} device is available in this PyTorch build"
+        raise PdeError(f"--device {text}: {why}", None, where, "--device cpu")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise PdeError(f"--device {text}: only {count()} {dev.type} device(s) visible", None, where,
+                       f"{dev.type}:0 ... {dev.type}:{count() - 1}")
+    return dev
+
+
+def _output_path(path: Optional[str], option: str) -> None:
+    """Refuses, before any work is done, an output path that cannot be written as a file."""
+    if not path:
+        return
+    where = Source("", path)
+    p = Path(path)
+    if p.is_dir():
+        raise PdeError(f"{option} {path} is a directory", None, where, f"a file name for {option}")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise PdeError(f"{option} {path}: the directory {parent} does not exist", None, where,
+                       "an existing directory (create it first)")
+    if not parent.is_dir():
+        raise PdeError(f"{option} {path}: {parent} is not a directory", None, where,
+                       "a path inside an existing directory")
 
 
 def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
@@ -247,22 +348,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Checks every claim of the report numerically (pde2net.verify); 0 consistent, 1 failed."""
     from . import verify
 
+    _output_path(args.counterexample, "--counterexample")
     prog = load(args.file)
     report = verify.verify(prog, size=args.size, seed=args.seed, budget=args.budget)
-    if args.counterexample:
-        if report.counterexample is not None:
-            import numpy as np
+    saved = None
+    if args.counterexample and report.counterexample is not None:
+        import numpy as np
 
-            np.save(args.counterexample, report.counterexample)
-            print(f"wrote {args.counterexample}: an input of shape {report.counterexample.shape} that "
-                  f"grows by {report.counterexample_growth:.6g}", file=sys.stderr)
-        else:
-            print(f"no growing input found within the budget; {args.counterexample} not written",
-                  file=sys.stderr)
+        with open(args.counterexample, "wb") as f:  # exactly this name (np.save would add .npy)
+            np.save(f, report.counterexample)
+        saved = args.counterexample
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(verify.verify_text(report))
+        print(verify.verify_text(report, saved_to=saved))
+    if saved:  # only now that the file exists
+        print(f"wrote {saved}: an input of shape {report.counterexample.shape} that grows by "
+              f"{verify.growth_text(report.counterexample_growth)}", file=sys.stderr)
+    elif args.counterexample:
+        print(f"no growing input found within the budget; {args.counterexample} not written",
+              file=sys.stderr)
     if not report.consistent:
         print("pde2net verify: VERIFICATION FAILED: " + "; ".join(report.failures), file=sys.stderr)
     return report.exit_status
@@ -275,6 +380,32 @@ def _nonneg_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
     if not (v >= 0 and v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
+    return v
+
+
+def _budget(text: str) -> float:
+    v = _nonneg_float(text)
+    if v > MAX_BUDGET:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BUDGET:g} seconds, got {text}")
+    return v
+
+
+def _tolerance(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 <= v < float("inf")):  # nan would make every comparison pass
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
+    return v
+
+
+def _steps(text: str) -> int:
+    from .analyse import MAX_STEPS
+
+    v = _nonneg_int(text)
+    if v > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_STEPS} steps, got {v}")
     return v
 
 
@@ -291,18 +422,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not (args.onnx or args.torchscript):
         print("pde2net export: give --onnx FILE and/or --torchscript FILE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _output_path(args.onnx, "--onnx")
+    _output_path(args.torchscript, "--torchscript")
+    if args.onnx and args.dtype == "bfloat16":
+        raise PdeError("--onnx with --dtype bfloat16: onnxruntime has no bfloat16 kernels on the CPU, "
+                       "so the exported file could not be checked", None, Source("", "--dtype"),
+                       "--dtype float16 (or float32) for ONNX, or --torchscript for bfloat16")
     prog = load(args.file)
     from . import export
+    from .fieldio import input_min_points
 
-    shape = export.example_shape(prog, _shape_arg(args.shape, len(prog.arch.dims), args.file))
+    ndim = len(prog.arch.dims)
+    shape = export.example_shape(prog, _shape_arg(args.shape, ndim, input_min_points(prog)))
+    dtype = _torch_dtype(args.dtype)
     net = prog.module(backend=args.backend, steps=args.steps)
     net.eval()
+    _fits(net, shape, dtype, "--shape" if args.shape else args.file)
     done = []
     if args.torchscript:
-        done.append(export.export_torchscript(net, args.torchscript, shape))
+        done.append(export.export_torchscript(net, args.torchscript, shape, dtype))
     if args.onnx:
         try:
-            done.append(export.export_onnx(net, args.onnx, shape))
+            done.append(export.export_onnx(net, args.onnx, shape, dtype))
         except ImportError as exc:
             print(f"pde2net export: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -310,22 +451,48 @@ def cmd_export(args: argparse.Namespace) -> int:
     for c in done:
         err = "not checked (pip install onnxruntime)" if c.rel_error is None else \
             f"max relative difference {c.rel_error:.2e} on shape {c.checked_shape}"
-        print(f"wrote {c.path} ({c.kind}, traced on shape {shape}): {err} against the live module")
-        worst = max(worst, c.rel_error or 0.0)
-    return EXIT_FAILED if worst > args.tolerance else EXIT_OK
+        grid = " (grid size fixed: the multigrid hierarchy is built for it)" if c.fixed_grid else ""
+        print(f"wrote {c.path} ({c.kind}, {args.dtype}, traced on shape {shape}{grid}): {err} "
+              "against the live module")
+        if c.rel_error is not None:
+            worst = max(worst, c.rel_error)
+    tolerance = args.tolerance
+    if tolerance is None:
+        tolerance = 1e-2 if args.dtype in ("float16", "bfloat16") else 1e-5
+    if not worst <= tolerance:
+        print(f"pde2net export: the exported network differs from the live module by {worst:.3g} "
+              f"> --tolerance {tolerance:g}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
-def _shape_arg(text: Optional[str], ndim: int, path: str) -> Optional[tuple[int, ...]]:
-    """``--shape B,N`` (1D) or ``B,H,W`` (2D)."""
+def _fits(net, shape: tuple[int, ...], dtype, where: str) -> None:
+    """Runs the network once on zeros of the tracing shape, so that a grid the network cannot take
+    (multigrid transfers) is reported as bad input before the exporters wrap it in their errors."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            net.to(dtype)(torch.zeros(shape, dtype=dtype))
+    except PdeError as err:
+        raise err.with_source(Source("", where)) from None
+
+
+def _shape_arg(text: Optional[str], ndim: int, need: int = 1) -> Optional[tuple[int, ...]]:
+    """``--shape B,N`` (1D) or ``B,H,W`` (2D), each grid axis at least ``need`` points."""
     if not text:
         return None
+    where = Source("", "--shape")
     try:
         shape = tuple(int(x) for x in text.replace("x", ",").split(","))
     except ValueError:
         shape = ()
     if len(shape) != ndim + 1 or min(shape) < 1:
-        raise PdeError(f"--shape {text!r} does not fit a {ndim}D spec", None, Source("", path),
+        raise PdeError(f"--shape {text!r} does not fit a {ndim}D spec", None, where,
                        "B,N for a 1D spec" if ndim == 1 else "B,H,W for a 2D spec")
+    if min(shape[1:]) < need:
+        raise PdeError(f"--shape {text!r} has {min(shape[1:])} grid points along an axis", None,
+                       where, f"at least {need} points along each axis for this stencil")
     return shape
 
 
@@ -334,6 +501,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     """The architecture as a networkx graph of layers with shapes (.dot, .graphml, .json)."""
     from .netgraph import architecture_graph, to_dot, write_graph
 
+    _output_path(args.output, "-o/--output")
     prog = load(args.file)
     g = architecture_graph(prog.arch)
     if not args.output:
@@ -342,7 +510,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     try:
         kind = write_graph(g, args.output)
     except ValueError as exc:
-        print(f"pde2net graph: {exc}", file=sys.stderr)
+        print(f"pde2net graph: -o {args.output}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"wrote {args.output} ({kind[1:]}): {g.number_of_nodes()} layers, {g.number_of_edges()} edges",
           file=sys.stderr)
@@ -385,8 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "grayscale image read as values in [0, 1]; default: bundled test signal / image")
     c.add_argument("--output", help=".npy file for the result (same shape as the input), or for 2D "
                    "an image file (values clipped to [0, 1])")
-    c.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    c.add_argument("--steps", type=_nonneg_int, help="number of time steps (default: the scheme's)")
+    c.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="the network's dtype (default float32); the summary's norms are float64")
+    c.add_argument("--steps", type=_steps, help="number of time steps (default: the scheme's)")
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--plot", metavar="PNG", help="write a picture of the evolution (1D: space-time "
@@ -404,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.add_argument("--json", action="store_true", help="one JSON object")
     c.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    c.add_argument("--budget", type=_nonneg_float, default=1.0,
-                   help="seconds of adversarial search (default 1)")
+    c.add_argument("--budget", type=_budget, default=1.0,
+                   help=f"seconds of adversarial search (default 1, at most {MAX_BUDGET:g})")
     c.add_argument("--size", type=_positive_int, help="grid points per axis (default: the spec's size)")
     c.add_argument("--counterexample", metavar="OUT.npy",
                    help="save the growing input found (if any) as .npy")
@@ -422,9 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--onnx", metavar="FILE.onnx", help="write ONNX here")
     c.add_argument("--torchscript", metavar="FILE.pt", help="write TorchScript here")
     c.add_argument("--shape", help="tracing input shape, B,N (1D) or B,H,W (2D); default from the spec's size")
-    c.add_argument("--steps", type=_nonneg_int, help="number of time steps (default: the scheme's)")
+    c.add_argument("--steps", type=_steps, help="number of time steps (default: the scheme's)")
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
-    c.add_argument("--tolerance", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    c.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="the exported network's dtype (default float32)")
+    c.add_argument("--tolerance", type=_tolerance, default=None,
+                   help="relative tolerance (default: 1e-5 for float32/float64, 1e-2 for float16/bfloat16)")
     c.set_defaults(func=cmd_export)
 
     c = sub.add_parser("graph", help="write the architecture as a graph of layers",
@@ -448,6 +620,15 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _named_files(args: argparse.Namespace, exc: OSError) -> str:
+    """The file an OSError is about: its own name, else the files the command line named."""
+    if exc.filename:
+        return str(exc.filename)
+    names = [str(getattr(args, k)) for k in ("output", "plot", "counterexample", "onnx", "torchscript",
+                                             "input", "file") if getattr(args, k, None)]
+    return "one of " + ", ".join(names) if len(names) > 1 else (names[0] if names else "a file")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``pde2net`` console script."""
     parser = build_parser()
@@ -462,6 +643,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:  # the file system refused a file the user named (full disk, permissions)
+        if os.environ.get("PDE2NET_DEBUG"):
+            raise
+        print(f"pde2net: cannot read or write {_named_files(args, exc)}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - users see one line; developers set PDE2NET_DEBUG
         if os.environ.get("PDE2NET_DEBUG"):
             raise

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import PdeError, Source
+from .errors import PdeError, Source, open_bounded
 
 if TYPE_CHECKING:
     from .program import Program
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
 DEFAULT_IMAGE = (64, 64)
+# Largest input file read: 50 million float64 values (the compiler's grid limit) and a header.
+MAX_INPUT_BYTES = 50_000_000 * 8 + (1 << 16)
 
 
 def is_image_path(path: str) -> bool:
@@ -41,12 +43,13 @@ def read_image(path: str) -> np.ndarray:
     """A grayscale image as float64 values in [0, 1], shape (H, W)."""
     Image = _pillow(path)
     try:
-        with Image.open(path) as im:
+        with open_bounded(path, MAX_INPUT_BYTES, "image file") as f, Image.open(f) as im:
             mode = im.mode
             gray = im.convert("I;16" if mode in ("I;16", "I") else "L")
             data = np.asarray(gray, dtype=np.float64)
     except (OSError, ValueError) as exc:
-        raise PdeError(f"cannot read image: {exc}", None, Source("", path)) from None
+        why = "not an image format Pillow recognises" if "cannot identify" in str(exc) else str(exc)
+        raise PdeError(f"cannot read image: {why}", None, Source("", path)) from None
     return data / (65535.0 if mode in ("I;16", "I") else 255.0)
 
 
@@ -64,8 +67,6 @@ def write_image(path: str, data: np.ndarray) -> None:
 
 def read_field(path: str, prog: "Program") -> np.ndarray:
     """The input of ``run``: an .npy array or (2D) an image, checked against the spec."""
-    from .lower import min_points
-
     where = Source("", path)
     ndim = len(prog.arch.dims)
     if is_image_path(path):
@@ -75,9 +76,12 @@ def read_field(path: str, prog: "Program") -> np.ndarray:
         data = read_image(path)
     else:
         try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise PdeError(f"cannot read input: {exc}", None, where) from None
+            with open_bounded(path, MAX_INPUT_BYTES, "input file") as f:
+                data = np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            why = "the file is empty" if isinstance(exc, EOFError) else str(exc)
+            raise PdeError(f"cannot read input: {why}", None, where,
+                           "an .npy file written by numpy.save") from None
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
         raise PdeError(f"the input must hold a real numeric array, got dtype {data.dtype}", None, where)
     shapes = ((1, 2), "an array of shape (N,) or (B, N)") if ndim == 1 else \
@@ -87,11 +91,26 @@ def read_field(path: str, prog: "Program") -> np.ndarray:
     if data.size and not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise PdeError(f"the input contains {bad} NaN or infinite values", None, where, "finite values")
-    need = min_points(prog.arch)
+    if data.size == 0:
+        raise PdeError(f"the input is empty (shape {data.shape})", None, where,
+                       "at least one signal or image with grid points")
+    need = input_min_points(prog)
     if min(data.shape[-ndim:]) < need:
         raise PdeError(f"the input has {min(data.shape[-ndim:])} points along an axis", None, where,
                        f"at least {need} points along each axis for this stencil")
     return data
+
+
+def input_min_points(prog: "Program") -> int:
+    """The fewest grid points per axis a run input may have: the stencil's width K for a valid
+    convolution (neumann) and for circular padding (periodic: a period shorter than the stencil
+    would wrap the stencil onto itself), the network's own minimum otherwise."""
+    from .lower import min_points
+
+    arch = prog.arch
+    width = max(st.stencil.size for st in arch.stencils)
+    periodic = arch.stencils[0].boundary == "periodic"
+    return max(min_points(arch), width if periodic else 1)
 
 
 def write_field(path: str, data: np.ndarray) -> None:

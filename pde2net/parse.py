@@ -16,7 +16,7 @@ from typing import Optional, Union
 
 import lark
 
-from .errors import PdeError, Pos, Source, describe_char
+from .errors import PdeError, Pos, Source, describe_char, open_bounded
 
 MAX_SOURCE_BYTES = 100_000
 MAX_NESTING = 60
@@ -461,10 +461,12 @@ def parse(text: str, filename: str = "<string>") -> Spec:
 def read_spec(path: Union[str, Path]) -> Spec:
     """Reads and parses a file; unreadable files are reported as :class:`PdeError` too."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PdeError(f"cannot read {path}: {exc.strerror or exc}", None, Source("", str(path))) from None
+    with open_bounded(str(path), MAX_SOURCE_BYTES, "spec file") as f:  # /dev/zero, FIFOs: bounded
+        try:
+            raw = f.read(MAX_SOURCE_BYTES + 1)
+        except OSError as exc:
+            raise PdeError(f"cannot read {path}: {exc.strerror or exc}", None,
+                           Source("", str(path))) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -562,12 +562,18 @@ def _ramp_power(op: DenseOperator) -> int:
     return 1 if len(op.grid) == 2 else op.order
 
 
+def _nonfinite_rows(uk: np.ndarray) -> np.ndarray:
+    """Which outputs hold a NaN or an infinity (a NaN must never read as "no growth")."""
+    return ~np.isfinite(uk.reshape(uk.shape[0], -1)).all(axis=1)
+
+
 def _growth(u0: np.ndarray, uk: np.ndarray) -> np.ndarray:
+    """``||u_K|| / ||u_0||`` per row; inf for an output with a NaN or an infinity."""
     n0 = np.linalg.norm(u0.reshape(u0.shape[0], -1), axis=1)
     with np.errstate(all="ignore"):
         nk = np.linalg.norm(uk.reshape(uk.shape[0], -1), axis=1)
         g = nk / n0
-    return np.where(np.isfinite(g), g, np.inf)
+    return np.where(np.isfinite(g) & ~_nonfinite_rows(uk), g, np.inf)
 
 
 def _network_rows(net, rows: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
@@ -584,15 +590,21 @@ def run_battery(net, op: DenseOperator, top: np.ndarray, rng: np.random.Generato
     """Runs every battery input through the network: per-family worst growth, all growths, inputs."""
     cases = battery_inputs(op, top, rng)
     u0 = np.stack([c[2] for c in cases])
-    grow = np.concatenate([_growth(u0[i:i + chunk], _network_rows(net, u0[i:i + chunk], op.grid))
-                           for i in range(0, len(cases), chunk)])
+    grows, bad = [], []
+    for i in range(0, len(cases), chunk):
+        uk = _network_rows(net, u0[i:i + chunk], op.grid)
+        grows.append(_growth(u0[i:i + chunk], uk))
+        bad.append(_nonfinite_rows(uk))
+    grow, nonfinite = np.concatenate(grows), np.concatenate(bad)
     families: dict[str, dict[str, Any]] = {}
     for (fam, amp, _), g in zip(cases, grow):
         best = families.get(fam)
         if best is None or g > best["growth"]:
-            families[fam] = {"family": fam, "growth": float(g), "amplitude": amp, "inputs": 0}
-    for fam, _, _ in cases:
+            families[fam] = {"family": fam, "growth": float(g), "amplitude": amp, "inputs": 0,
+                             "nonfinite": 0}
+    for (fam, _, _), nf in zip(cases, nonfinite):
         families[fam]["inputs"] += 1
+        families[fam]["nonfinite"] += int(nf)
     return list(families.values()), grow, u0
 
 
@@ -611,7 +623,7 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
     if rows == 0 or budget <= 0:
         why = "no budget" if budget <= 0 else "the network is too deep for gradient ascent in memory"
         return {"growth": None, "iterations": 0, "starts": 0, "seconds": 0.0, "skipped": why,
-                "input": None}
+                "input": None, "nonfinite": False}
     gen = torch.Generator().manual_seed(seed)
     s = torch.as_tensor(starts[:rows], dtype=torch.float64)
     norms = s.norm(dim=1, keepdim=True).clamp_min(1e-300)
@@ -619,7 +631,7 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
     x = (s / norms * math.sqrt(n)).clone().requires_grad_(True)
     loga = norms.log().clone().requires_grad_(True)
     opt = _Adam([(x, 0.05), (loga, 0.1)])
-    best_g, best_u, its = -math.inf, None, 0
+    best_g, best_u, its, nonfinite = -math.inf, None, 0, False
     t0 = time.perf_counter()
     t_end = t0 + budget
     while True:
@@ -628,7 +640,9 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
         logg = uk.norm(dim=1).log() - loga.squeeze(1)
         with torch.no_grad():
             g = logg.exp()
-            g = torch.where(torch.isfinite(g), g, torch.full_like(g, math.inf))
+            finite_out = torch.isfinite(uk).all(dim=1)
+            nonfinite = nonfinite or not bool(finite_out.all())
+            g = torch.where(torch.isfinite(g) & finite_out, g, torch.full_like(g, math.inf))
             i = int(torch.argmax(g))
             if float(g[i]) > best_g:
                 best_g, best_u = float(g[i]), u0[i].detach().numpy().copy()
@@ -648,7 +662,8 @@ def adversarial_search(net, starts: np.ndarray, grid: tuple[int, ...], budget: f
                 loga[bad] = 0.0
             loga.clamp_(math.log(1e-8), math.log(1e4))
     return {"growth": best_g, "iterations": its, "starts": rows,
-            "seconds": time.perf_counter() - t0, "skipped": None, "input": best_u}
+            "seconds": time.perf_counter() - t0, "skipped": None, "input": best_u,
+            "nonfinite": nonfinite}
 
 
 class _Adam:
@@ -674,12 +689,16 @@ class _Adam:
 
 
 # -------------------------------------------------------------------------- the reference
-def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.ndarray
-                      ) -> dict[str, Any]:
+def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.ndarray,
+                      stable: bool = False) -> dict[str, Any]:
     """Largest relative difference between the network and the dense reference on ``inputs``.
 
-    The difference is measured against ``max(||u_0||, ||u_K||)`` of each input; inputs whose
-    reference overflows are skipped (there is nothing left to compare)."""
+    The difference is measured against ``max(||u_0||, ||u_K||)`` of each input.  An input whose
+    run blows up (grows more than :data:`COMPARABLE_GROWTH`, or overflows to inf / NaN) in the
+    reference or, for a spec not judged ``stable``, in the network is not compared: an unstable
+    run amplifies every rounding difference, and overflow leaves nothing to compare.  Under a
+    ``stable`` verdict a non-finite network output is never excused: it counts as a disagreement
+    (``nonfinite`` in the result)."""
     ref = REFERENCES.get(type(arch.scheme))
     if ref is None:
         return {"available": False, "ok": False, "max_rel_diff": None, "tolerance": None,
@@ -692,8 +711,14 @@ def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.nda
         want, slack = want
     got = _network_rows(net, inputs, op.grid)
     # A run that blows up amplifies every rounding difference along with it: compare only the
-    # inputs whose reference stays within COMPARABLE_GROWTH of its start.
-    ok_rows = np.isfinite(want).all(axis=1) & (_growth(inputs, want) <= COMPARABLE_GROWTH)
+    # inputs whose reference (and, unless the verdict is "stable", network) stays within
+    # COMPARABLE_GROWTH of its start.
+    ref_blows = ~(_growth(inputs, want) <= COMPARABLE_GROWTH)
+    net_blows = ~(_growth(inputs, got) <= COMPARABLE_GROWTH)
+    net_nonfinite = _nonfinite_rows(got)
+    ok_rows = ~ref_blows & (~net_blows | stable)
+    if stable:
+        ok_rows |= net_nonfinite  # a NaN from a "stable" network is a failure, never skipped
     worst, compared, ok = 0.0, int(ok_rows.sum()), True
     for w, g, u, extra in zip(want[ok_rows], got[ok_rows], inputs[ok_rows], slack[ok_rows]):
         scale = max(np.linalg.norm(u), np.linalg.norm(w), 1e-300)
@@ -702,11 +727,20 @@ def compare_reference(net, arch: Architecture, op: DenseOperator, inputs: np.nda
         diff = float(diff) if math.isfinite(diff) else math.inf
         worst, ok = max(worst, diff), ok and diff <= rtol + float(extra)
     rtol = rtol + float(slack[ok_rows].max()) if compared else rtol
-    skipped = len(inputs) - compared
+    skipped = ~ok_rows
+    both = int((skipped & ref_blows & net_blows).sum())
+    detail = "dense NumPy float64"
+    if both:
+        detail += (f"; {both} input{'s' if both > 1 else ''} on which both the network and the "
+                   f"reference blow up (grow more than {COMPARABLE_GROWTH:g}x or overflow to inf/NaN)"
+                   f" not compared")
+    only = int(skipped.sum()) - both
+    if only:
+        detail += (f"; {only} input{'s' if only > 1 else ''} on which one side blows up (more than "
+                   f"{COMPARABLE_GROWTH:g}x, inf or NaN) not compared")
     return {"available": True, "ok": ok, "max_rel_diff": worst,
-            "tolerance": rtol, "compared": compared,
-            "detail": "dense NumPy float64" + (f"; {skipped} inputs whose reference grew more than "
-                                               f"{COMPARABLE_GROWTH:g}x skipped" if skipped else "")}
+            "tolerance": rtol, "compared": compared, "detail": detail,
+            "both_blow_up": both, "nonfinite": int(net_nonfinite.sum())}
 
 
 def _reference_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -731,7 +765,9 @@ def verify_grid(prog, size: Optional[int] = None) -> tuple[int, ...]:
         grid = tuple(reversed(arch.size)) if ndim == 2 else tuple(arch.size)  # (NY, NX)
     else:
         grid = (DEFAULT_SIZE if ndim == 1 else 64,) * ndim
-    need = lower.min_points(arch)
+    from .fieldio import input_min_points  # periodic grids too: at least the stencil's width
+
+    need = input_min_points(prog)
     where = "size" if size is None else None
     if min(grid) < need:
         raise _grid_error(prog, f"verify needs at least {need} points per axis for this stencil, "
@@ -773,7 +809,7 @@ def _verify(prog, size: Optional[int], seed: int, budget: float) -> Verification
     sigma2, top, method = top_singular(op, rng)                   # 2. ||D||^2 for this N
     norm = {"actual": sigma2, "bound": report.norm_D_sq, "method": method, "ok": True}
     failures, notes = [], []
-    if report.norm_D_sq is not None and sigma2 > report.norm_D_sq * (1 + 1e-12) + 1e-300:
+    if report.norm_D_sq is not None and not sigma2 <= report.norm_D_sq * (1 + 1e-12) + 1e-300:
         norm["ok"] = False
         failures.append(f"||D||^2 = {sigma2:.17g} for N = {_grid_text(grid)} exceeds the bound "
                         f"{report.norm_D_sq:.17g} that the report used")
@@ -787,7 +823,8 @@ def _verify(prog, size: Optional[int], seed: int, budget: float) -> Verification
     starts = np.concatenate([u0s[order[:8]], _random_starts(rng, op, 8)])
     adv = adversarial_search(net, starts, grid, budget, seed, _depth(arch))
     adv_input = adv.pop("input")
-    comparison = compare_reference(net, arch, op, _reference_inputs(op, top, rng))  # 4.
+    comparison = compare_reference(net, arch, op, _reference_inputs(op, top, rng),  # 4.
+                                   stable=report.verdict == "stable")
     if not comparison["ok"]:
         failures.append("the network disagrees with the dense reference: " + (
             f"relative difference {comparison['max_rel_diff']:.3g} > {comparison['tolerance']:g}"
@@ -796,13 +833,23 @@ def _verify(prog, size: Optional[int], seed: int, budget: float) -> Verification
     best_g, best_u = float(grow[i_best]), u0s[i_best]
     if adv["growth"] is not None and adv["growth"] > best_g:
         best_g, best_u = adv["growth"], adv_input
-    grows = best_g > 1.0 + tol                                    # 5. counterexample
-    if report.verdict == "stable" and grows:
+    grows = not best_g <= 1.0 + tol                               # 5. counterexample (NaN grows)
+    nonfinite = sum(f["nonfinite"] for f in families) + int(bool(adv.get("nonfinite"))) \
+        + comparison.get("nonfinite", 0)
+    if report.verdict == "stable" and nonfinite:
+        failures.append(f"BUG: the verdict is 'stable' but the network's output holds NaN or "
+                        f"infinite values ({_nonfinite_text(families, adv, comparison)}): the "
+                        f"stability analysis or the network is wrong for this spec; please report it")
+    elif report.verdict == "stable" and grows:
         failures.append(f"BUG: the verdict is 'stable' but an input grows by a factor {best_g:.17g} "
                         f"(> 1 + {tol:.2g}, beyond round-off): the stability analysis is wrong for "
                         f"this spec; please report it with the counterexample (--counterexample)")
     if report.verdict != "stable" and not grows:
         notes.append(f"no growing input found within the budget ({budget:g} s); that proves nothing")
+    if report.verdict != "stable" and comparison.get("both_blow_up"):
+        notes.append(f"the network and the dense reference both blow up on "
+                     f"{comparison['both_blow_up']} reference input(s), as the verdict "
+                     f"'{report.verdict}' allows; that is agreement, not a disagreement")
     return VerificationReport(
         name=prog.name, scheme=prog.model.scheme, grid=grid, seed=seed, budget=budget,
         verdict=report.verdict, stable=report.stable, symbolic=report.to_dict(), norm=norm,
@@ -810,6 +857,19 @@ def _verify(prog, size: Optional[int], seed: int, budget: float) -> Verification
         counterexample_growth=best_g if grows else None, failures=failures, notes=notes,
         seconds=time.perf_counter() - t0, counterexample=best_u.reshape(grid) if grows else None,
     )
+
+
+def _nonfinite_text(families: list[dict[str, Any]], adv: dict[str, Any], comparison: dict) -> str:
+    """Where the network produced NaN or inf: battery inputs, adversarial search, reference inputs."""
+    parts = []
+    battery = sum(f["nonfinite"] for f in families)
+    if battery:
+        parts.append(f"{battery} battery input{'s' if battery > 1 else ''}")
+    if adv.get("nonfinite"):
+        parts.append("the adversarial search")
+    if comparison.get("nonfinite"):
+        parts.append(f"{comparison['nonfinite']} reference input(s)")
+    return "on " + ", ".join(parts)
 
 
 def _random_starts(rng: np.random.Generator, op: DenseOperator, count: int) -> np.ndarray:
@@ -835,8 +895,8 @@ def _grid_text(grid: tuple[int, ...]) -> str:
 
 
 # ---------------------------------------------------------------------------------- text
-def verify_text(r: VerificationReport) -> str:
-    """The human-readable verification report."""
+def verify_text(r: VerificationReport, saved_to: Optional[str] = None) -> str:
+    """The human-readable verification report (``saved_to``: where the counterexample was written)."""
     sym = r.symbolic
     tau_max = "none" if sym.get("tau_max") is None else f"{sym['tau_max']:.10g}"
     bound = "none" if r.norm["bound"] is None else f"{r.norm['bound']:.10g}"
@@ -850,7 +910,9 @@ def verify_text(r: VerificationReport) -> str:
         f"{AMPLITUDES[0]:.0e} to {AMPLITUDES[-1]:.0e}; worst growth ||u_K||/||u_0|| by family:",
     ]
     for f in r.battery:
-        lines.append(f"       {f['family']:<20} {_g(f['growth'])}  (at max |D u0| = {f['amplitude']:.2g})")
+        bad = f" [{f['nonfinite']} of {f['inputs']} outputs NaN/inf]" if f.get("nonfinite") else ""
+        lines.append(f"       {f['family']:<20} {_g(f['growth'])}  (at max |D u0| = {f['amplitude']:.2g})"
+                     + bad)
     a = r.adversarial
     if a.get("skipped"):
         lines.append(f"     adversarial    skipped: {a['skipped']}")
@@ -866,8 +928,9 @@ def verify_text(r: VerificationReport) -> str:
         lines.append(f"  4. reference    UNAVAILABLE: {ref['detail']}")
     lines.append(f"  growth beyond round-off means ||u_K||/||u_0|| > 1 + {r.tolerance:.2g}")
     if r.counterexample_growth is not None:
-        lines.append(f"  5. counterexample  an input grows by {_g(r.counterexample_growth)}"
-                     + (" (save it with --counterexample out.npy)" if r.verdict != "stable" else ""))
+        where = f" (saved to {saved_to})" if saved_to else \
+            " (save it with --counterexample out.npy)" if r.verdict != "stable" else ""
+        lines.append(f"  5. counterexample  an input grows by {_g(r.counterexample_growth)}{where}")
     else:
         lines.append("  5. counterexample  none found within the budget"
                      + (" (as the proof says)" if r.verdict == "stable" else ""))
@@ -884,4 +947,9 @@ def verify_text(r: VerificationReport) -> str:
 def _g(x: Optional[float]) -> str:
     if x is None:
         return "none"
-    return f"{x:.12g}" if math.isfinite(x) else "inf (overflow)"
+    return f"{x:.12g}" if math.isfinite(x) else "inf (overflow or NaN)"
+
+
+def growth_text(x: Optional[float]) -> str:
+    """A growth factor for messages: a number, or "inf (overflow or NaN)"."""
+    return _g(x)
