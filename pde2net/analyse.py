@@ -617,7 +617,7 @@ def param_overrides(spec: ast.Spec, params: Mapping[str, object]) -> dict[str, s
 _DECIMAL_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def param_override(name: str, value: object) -> sp.Expr:
+def param_override(name: str, value: object, label: Optional[str] = None) -> sp.Expr:
     """A param value given from Python or the command line, as an exact number.
 
     A float is taken at its shortest decimal form (``0.08`` -> 2/25), so a sweep through
@@ -629,7 +629,7 @@ def param_override(name: str, value: object) -> sp.Expr:
     import numbers
 
     def bad(why: str) -> PdeError:
-        return PdeError(f"param '{name}': {why}", None, None,
+        return PdeError(f"{label or f'param {name!r}'}: {why}", None, None,
                         f"a finite real number of magnitude at most 1e{MAX_DECIMAL_EXPONENT}")
 
     if isinstance(value, bool):

@@ -33,9 +33,37 @@ EPILOG = """examples:
   pde2net check examples/perona_malik.pde
   pde2net check examples/perona_malik.pde --json
   pde2net compile examples/perona_malik.pde -o pm.py
-  pde2net run examples/perona_malik.pde --input signal.npy --output out.npy --dtype float64
+  pde2net run examples/perona_malik.pde --input examples/data/signal.npy --output out.npy
+  pde2net run examples/perona_malik_2d.pde --input examples/data/photo.png --param lambda=8 --output out.png
   pde2net verify examples/perona_malik.pde
 """
+
+
+# ----------------------------------------------------------------------- spec options
+def _param_arg(text: str) -> tuple[str, str]:
+    """``--param NAME=VALUE``: the name and the value's text (converted exactly when compiling)."""
+    name, eq, value = text.partition("=")
+    if not eq or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _load(args: argparse.Namespace) -> Program:
+    """The spec with ``--param`` values and ``--time`` applied, as editing the file would."""
+    params: dict[str, str] = {}
+    for name, value in getattr(args, "param", None) or []:
+        if name in params:
+            raise PdeError(f"--param {name} is given twice", None, Source("", "--param"),
+                           "each param once")
+        params[name] = value
+    return load(args.file, params=params or None, time=getattr(args, "time", None))
+
+
+def _add_spec_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--param", action="append", type=_param_arg, metavar="NAME=VALUE",
+                   help="replace a param's value (repeatable), e.g. --param lambda=0.08")
+    c.add_argument("--time", metavar="T", help="stopping time in place of the scheme's step count "
+                   "(steps = ceil(T / tau), tau shrunk to T / steps)")
 
 
 # --------------------------------------------------------------------------------- check
@@ -102,7 +130,7 @@ def _num(x) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    prog = load(args.file)
+    prog = _load(args)
     report = prog.stability
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -114,7 +142,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
     _output_path(args.output, "-o/--output")
-    prog = load(args.file)
+    prog = _load(args)
     src = prog.source()
     if args.output:
         Path(args.output).write_text(src, encoding="utf-8")
@@ -139,72 +167,130 @@ def bundled_signal(n: int, batch: int = 1, seed: int = 0):
     return out + 0.05 * rng.standard_normal(out.shape)
 
 
-def _read_input(path: str, prog: Program):
-    """The run input: .npy (1D: (N,) / (B, N); 2D: (H, W) / (B, H, W)) or a grayscale image (2D)."""
-    from .fieldio import read_field
+def _run_input(args: argparse.Namespace, prog: Program):
+    """The run's input as :class:`~pde2net.fieldio.FieldData`: the file, or the bundled test
+    signal / image of the spec's size."""
+    import numpy as np
 
-    return read_field(path, prog)
+    from .fieldio import DEFAULT_IMAGE, FieldData, read_field, test_image
+
+    if args.input:
+        return read_field(args.input, prog, args.layout)
+    if args.layout:
+        raise PdeError("--layout describes an --input file, and none was given", None,
+                       Source("", "--layout"), "--input FILE.npy --layout ...")
+    if len(prog.arch.dims) == 2:
+        img = test_image(tuple(reversed(prog.arch.size)) if prog.arch.size else DEFAULT_IMAGE)
+        return FieldData(img[None, None], "HW")
+    n = prog.arch.size[0] if prog.arch.size else DEFAULT_SIZE
+    return FieldData(np.asarray(bundled_signal(n)[0])[None, None], "N")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    _output_path(args.output, "--output")
-    _output_path(args.plot, "--plot")
-    prog = load(args.file)
+    from .fieldio import check_output_suffix, write_field
+
+    if args.steps is not None and args.time is not None:
+        raise PdeError("give either --steps or --time, not both", None, Source("", "--time"),
+                       "--steps N (time steps) or --time T (stopping time)")
+    for path, option in ((args.output, "--output"), (args.plot, "--plot"), (args.movie, "--movie")):
+        _output_path(path, option)
+    if args.output:
+        check_output_suffix(args.output)
+    if args.movie:
+        from .plot import MOVIE_SUFFIXES
+
+        if Path(args.movie).suffix.lower() not in MOVIE_SUFFIXES:
+            raise PdeError(f"--movie {args.movie}: unknown movie format", None, Source("", args.movie),
+                           "a file name ending in .gif or .mp4")
+    prog = _load(args)
     report = prog.stability
     if not report.stable:
         print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
-    if args.input:
-        data = _read_input(args.input, prog)
-    elif len(prog.arch.dims) == 2:
-        from .fieldio import DEFAULT_IMAGE, test_image
-
-        data = test_image(tuple(reversed(prog.arch.size)) if prog.arch.size else DEFAULT_IMAGE)
-    else:
-        n = prog.arch.size[0] if prog.arch.size else DEFAULT_SIZE
-        data = bundled_signal(n)[0]
+    field = _run_input(args, prog)
+    for note in field.notes():
+        print(f"note: {note}", file=sys.stderr)
     import torch
 
     dtype = _torch_dtype(args.dtype)
     device = _device(args.device)
-    data = np.asarray(data, dtype=np.float64)
+    data = field.batch()
     _check_representable(data, dtype, args.input or "the bundled test input")
     net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
     net = net.to(device)
+    scale = _scale_notice(prog, net, u0, args.input or "the bundled test input")
+    if scale:
+        print(f"notice: {scale}", file=sys.stderr)
     steps = getattr(net, "steps", None) if args.steps is None else args.steps
     t0 = time.perf_counter()
     with torch.no_grad():
         try:
-            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot))
+            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie))
         except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
             raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0
     out64 = u.detach().cpu().to(torch.float64).numpy()
     # NumPy has no bfloat16: that output is written as float32, which holds every bfloat16 exactly
     out = out64.astype(np.float32) if dtype == torch.bfloat16 else u.detach().cpu().numpy()
-    if args.output:
-        from .fieldio import write_field
-
-        write_field(args.output, out)
+    out = out.reshape(field.data.shape)
+    title = f"{prog.name}: {prog.model.scheme}, {steps} steps"
+    wrote = write_field(args.output, out, field) if args.output else None
     if args.plot:
         from .plot import plot_evolution
 
-        plot_evolution(args.plot, times, states, len(prog.arch.dims),
-                       f"{prog.name}: {prog.model.scheme}, {steps} steps")
+        plot_evolution(args.plot, times, states, len(prog.arch.dims), title, prog.arch.order)
+    if args.movie:
+        from .plot import write_movie
+
+        write_movie(args.movie, times, states, len(prog.arch.dims), title)
     n0 = float(np.linalg.norm(u0.detach().cpu().to(torch.float64).numpy()))
     n1 = float(np.linalg.norm(out64))
-    print(f"{prog.name}: {steps} steps on shape {tuple(out.shape)} ({args.dtype}, {args.backend}) "
-          f"in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g} (norms in float64)"
-          + (f"; wrote {args.output}" if args.output else "")
-          + (f"; plotted {args.plot}" if args.plot else ""))
+    print(f"{prog.name}: {steps} steps on shape {tuple(out.shape[2:])} x {out.shape[0] * out.shape[1]} "
+          f"({args.dtype}, {args.backend}) in {elapsed:.3f} s; ||u0|| = {n0:.6g}, ||uK|| = {n1:.6g} "
+          f"(norms in float64)")
+    print(f"wrote {wrote}" if wrote else
+          "the result was not saved (no --output): pass --output out.npy (or .png / .tif for an image)")
+    for path, what in ((args.plot, "plotted"), (args.movie, "movie")):
+        if path:
+            print(f"{what} {path}")
     bad = int(out64.size - np.count_nonzero(np.isfinite(out64)))
     if bad:
         print(f"pde2net run: the output has {bad} NaN or infinite values of {out64.size} ({args.dtype}; "
               f"{_verdict_reason(report)}): the evolution blew up or overflowed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _scale_notice(prog: Program, net, u0, where: str) -> Optional[str]:
+    """A notice when the data's scale makes the diffusivity's contrast meaningless: at almost
+    every edge the frozen diffusivity is below 1% of its bound L (lambda = 0.05 on data in
+    0..255 stops the diffusion), so the run barely changes the data."""
+    import torch
+
+    op, L = getattr(net, "op", None), prog.stability.L
+    if op is None or not L or prog.model.linear or not prog.arch.flux.params:
+        return None
+    try:
+        with torch.no_grad():
+            du, g = op.D(u0), op.diffusivity(u0)
+    except Exception:  # noqa: BLE001 - a notice must never stop a run
+        return None
+    if du.dim() == g.dim() + 1 or (len(prog.arch.dims) == 2 and du.shape[-3] != g.shape[-3]):
+        du = du.abs().amax(dim=-3, keepdim=True)  # 2D: the gradient's channels at one point
+    edges = du.abs() > 0
+    if not bool(edges.any()) or g.shape != du.shape:
+        return None
+    low = float((g[edges] < 0.01 * L).double().mean())
+    if low < 0.9:
+        return None
+    lo, hi = float(u0.min()), float(u0.max())
+    params = ", ".join(f"{k} = {v:g}" for k, v in prog.arch.flux.params.items())
+    return (f"the diffusivity is below 1% of its maximum at {100 * low:.0f}% of the edges of {where} "
+            f"(values {lo:g}..{hi:g}; {params}): the contrast parameter does not fit the data's "
+            f"scale, so the run barely changes it. Rescale the data or set e.g. --param "
+            f"{next(iter(prog.arch.flux.params))}=...")
 
 
 def _verdict_reason(report) -> str:
@@ -286,61 +372,35 @@ def _output_path(path: Optional[str], option: str) -> None:
 
 def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
     """Runs the network; a network whose ``forward`` takes ``steps`` (time steps / cycles, each
-    block independent of its index) runs in chunks so that a progress bar (tqdm, only when stderr
-    is a terminal) and the plotted states can be shown -- the same blocks in the same order, so
-    the result is identical.  Returns the output, the times and the states (first signal / image
-    of the batch) for ``--plot``."""
-    import inspect
+    block independent of its index) runs in chunks so that progress (:class:`tracking.Progress`:
+    a tqdm bar on a terminal, else a line at most every 10 s) and the plotted states can be shown
+    -- the same blocks in the same order, so the result is identical.  Returns the output, the
+    times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``."""
+    from . import tracking
 
     def first(u):
         x = u.detach().cpu().double().numpy()
         return x.reshape(-1, *x.shape[-len(prog.arch.dims):])[0]
 
-    per_block = _time_per_block(prog)
-    chunkable = (isinstance(steps, int) and steps > 0
-                 and "steps" in inspect.signature(net.forward).parameters)
-    bar = _progress_bar(steps) if chunkable else None
-    if not chunkable or (bar is None and not want_states):
+    per_block = tracking.time_per_block(prog.arch)
+    if not (isinstance(steps, int) and steps > 0 and tracking.chunkable(net)):
         u = net(u0)
         return u, [0.0, per_block * (steps or 0)], [first(u0), first(u)]
-    chunk = max(1, steps // (100 if want_states else 200))
-    u, done, times, states = u0, 0, [0.0], [first(u0)]
-    while done < steps:
-        k = min(chunk, steps - done)
-        u = net(u, steps=k)
-        done += k
-        if want_states:
-            times.append(done * per_block)
+    progress = tracking.Progress(steps)
+    times, states = [0.0], [first(u0)]
+
+    def on_step(k: int, t: float, u) -> None:
+        progress.update(k - progress.done)
+        if want_states and k:
+            times.append(t)
             states.append(first(u))
-        if bar is not None:
-            bar.update(k)
-    if bar is not None:
-        bar.close()
+
+    chunk = max(1, steps // (100 if want_states else 200))
+    u, done = tracking.run(net, u0, steps, per_block, chunk, on_step)
+    progress.close()
     if not want_states:
         times, states = [0.0, done * per_block], [first(u0), first(u)]
     return u, times, states
-
-
-def _time_per_block(prog: Program) -> float:
-    """The evolution time one outer block (time step or cycle) advances: the report's stopping
-    time over the scheme's number of blocks (0 when the report has none)."""
-    total = prog.stability.extra.get("stopping_time")
-    blocks = getattr(prog.arch.scheme, "steps", None)
-    try:
-        return float(total) / blocks if total is not None and blocks else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _progress_bar(total: int):
-    """A tqdm bar on a terminal; None when stderr is piped or tqdm is not installed."""
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="step", file=sys.stderr, leave=True)
 
 
 # -------------------------------------------------------------------------------- verify
@@ -349,7 +409,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from . import verify
 
     _output_path(args.counterexample, "--counterexample")
-    prog = load(args.file)
+    prog = _load(args)
     report = verify.verify(prog, size=args.size, seed=args.seed, budget=args.budget)
     saved = None
     if args.counterexample and report.counterexample is not None:
@@ -428,7 +488,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise PdeError("--onnx with --dtype bfloat16: onnxruntime has no bfloat16 kernels on the CPU, "
                        "so the exported file could not be checked", None, Source("", "--dtype"),
                        "--dtype float16 (or float32) for ONNX, or --torchscript for bfloat16")
-    prog = load(args.file)
+    prog = _load(args)
     from . import export
     from .fieldio import input_min_points
 
@@ -502,7 +562,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from .netgraph import architecture_graph, to_dot, write_graph
 
     _output_path(args.output, "-o/--output")
-    prog = load(args.file)
+    prog = _load(args)
     g = architecture_graph(prog.arch)
     if not args.output:
         sys.stdout.write(to_dot(g))
@@ -530,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Analyse a spec: structure, network, derived bound, verdict.",
                        epilog="example: pde2net check examples/perona_malik.pde --json")
     c.add_argument("file")
+    _add_spec_options(c)
     c.add_argument("--json", action="store_true", help="one JSON object (see README for the keys)")
     c.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is 'stable'")
     c.set_defaults(func=cmd_check)
@@ -538,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Emit a standalone module that imports only torch.",
                        epilog="example: pde2net compile examples/perona_malik.pde -o pm.py")
     c.add_argument("file")
+    _add_spec_options(c)
     c.add_argument("-o", "--output", help="output .py file (default: standard output)")
     c.set_defaults(func=cmd_compile)
 
@@ -545,21 +607,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the network on an .npy signal of shape (N,) or (B, N) (2D specs: "
                        "an .npy of shape (H, W) or (B, H, W), or a grayscale image such as a PNG), "
                        "or on the bundled test signal / image of the spec's size.",
-                       epilog="examples:\n  pde2net run examples/perona_malik.pde --input s.npy --output out.npy\n"
-                       "  pde2net run examples/perona_malik_2d.pde --input photo.png --output out.png "
-                       "--plot evolution.png", formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="examples:\n  pde2net run examples/perona_malik.pde --input "
+                       "examples/data/signal.npy --output out.npy\n  pde2net run examples/perona_malik_2d.pde "
+                       "--input examples/data/photo.png --param lambda=8 --output out.png --plot evolution.png "
+                       "--movie evolution.gif", formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("file")
-    c.add_argument("--input", help=".npy array ((N,) or (B, N); 2D: (H, W) or (B, H, W)) or, for 2D, a "
-                   "grayscale image read as values in [0, 1]; default: bundled test signal / image")
-    c.add_argument("--output", help=".npy file for the result (same shape as the input), or for 2D "
-                   "an image file (values clipped to [0, 1])")
+    _add_spec_options(c)
+    c.add_argument("--input", help=".npy array ((N,) or (B, N); 2D: (H, W), (B, H, W), ... see "
+                   "--layout) or, for 2D, a PNG or TIFF image (values kept as they are, e.g. 0..255; "
+                   "colour: each channel diffused separately); default: bundled test signal / image")
+    c.add_argument("--layout", help="axes of the --input .npy: letters B (batch), C (channels), N "
+                   "(1D) or H, W (2D), e.g. BHW, HWC, CHW; needed when the shape is ambiguous")
+    c.add_argument("--output", help=".npy file for the result (the input's layout and dtype), or for "
+                   "2D a .png / .tif image (the input image's bit depth; rounding reported)")
     c.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="the network's dtype (default float32); the summary's norms are float64")
     c.add_argument("--steps", type=_steps, help="number of time steps (default: the scheme's)")
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
     c.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     c.add_argument("--plot", metavar="PNG", help="write a picture of the evolution (1D: space-time "
-                   "image; 2D: input and output side by side; needs matplotlib)")
+                   "image; 2D: frames, the difference image, the norm against time; needs matplotlib)")
+    c.add_argument("--movie", metavar="OUT.gif", help="write the evolution as an animated .gif or .mp4 "
+                   "(the 'movie' extra)")
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("verify", help="check the stability claim numerically (float64)",
@@ -571,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: pde2net verify examples/too_large_step.pde "
                        "--counterexample grow.npy")
     c.add_argument("file")
+    _add_spec_options(c)
     c.add_argument("--json", action="store_true", help="one JSON object")
     c.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     c.add_argument("--budget", type=_budget, default=1.0,
@@ -588,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: pde2net export examples/perona_malik.pde --onnx pm.onnx "
                        "--torchscript pm.pt")
     c.add_argument("file")
+    _add_spec_options(c)
     c.add_argument("--onnx", metavar="FILE.onnx", help="write ONNX here")
     c.add_argument("--torchscript", metavar="FILE.pt", help="write TorchScript here")
     c.add_argument("--shape", help="tracing input shape, B,N (1D) or B,H,W (2D); default from the spec's size")
@@ -605,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "from the suffix: .dot, .graphml or .json; DOT on standard output without -o.",
                        epilog="example: pde2net graph examples/perona_malik.pde -o net.dot")
     c.add_argument("file")
+    _add_spec_options(c)
     c.add_argument("-o", "--output", help="output file (.dot, .graphml, .json)")
     c.set_defaults(func=cmd_graph)
     return p

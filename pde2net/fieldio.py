@@ -1,104 +1,109 @@
-"""Reading and writing the fields ``pde2net run`` works on: 1D signals and 2D images.
+"""Reading and writing the fields ``pde2net run`` works on, without silent loss.
 
-- ``.npy``: 1D specs take ``(N,)`` or ``(B, N)``, 2D specs ``(H, W)`` or ``(B, H, W)`` (x is the
-  last axis, so W = NX and H = NY);
-- ``.png`` (and other formats Pillow reads): grayscale images for 2D specs, read as values in
-  [0, 1] and written back clipped to [0, 1] and rounded to 8 bits (the optional ``images`` extra).
+- ``.npy``: an array whose layout is given (``--layout BHW``, ``HWC``, ``N``, ...) or inferred
+  only when unambiguous (:func:`pde2net.images.arrange`); the result is written back in the
+  same layout and dtype.
+- ``.png`` / ``.tif`` / ``.tiff`` (2D specs): read losslessly with their values kept (8-bit:
+  0..255, 16-bit: 0..65535, float TIFF: its floats; :mod:`pde2net.images`), written back at the
+  input's bit depth with any rounding reported.  A colour image for a scalar spec is diffused
+  channel by channel, and the run says so; it is never made grey.
 
 Bad files raise :class:`~pde2net.errors.PdeError` naming the file and what was expected.
-Imports NumPy only (Pillow when an image file is used), never torch.
+Imports NumPy only (pypng / tifffile for images), never torch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .errors import PdeError, Source, open_bounded
+from .images import IMAGE_SUFFIXES, Picture, arrange, describe, read_picture, write_picture
 
 if TYPE_CHECKING:
     from .program import Program
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm")
 DEFAULT_IMAGE = (64, 64)
+OUTPUT_SUFFIXES = (".npy",) + IMAGE_SUFFIXES
 # Largest input file read: 50 million float64 values (the compiler's grid limit) and a header.
 MAX_INPUT_BYTES = 50_000_000 * 8 + (1 << 16)
+
+
+@dataclass(frozen=True)
+class FieldData:
+    """A run's input: ``data`` as ``(B, C, *space)`` float64, the layout it was stored in, and
+    the picture it came from (for writing the result back in the same form)."""
+
+    data: np.ndarray
+    layout: str
+    picture: Optional[Picture] = None
+
+    @property
+    def channels(self) -> int:
+        return self.data.shape[1]
+
+    def batch(self) -> np.ndarray:
+        """``(B * C, *space)``: every channel of every sample as one field of a scalar spec."""
+        return self.data.reshape(-1, *self.data.shape[2:])
+
+    def notes(self) -> list[str]:
+        """What the user is told about the input: the image's range, the channels."""
+        out = [f"read {describe(self.picture)}"] if self.picture is not None else []
+        if self.channels > 1:
+            out.append(f"{self.channels} channels, each diffused separately: the spec's field is scalar "
+                       f"(a joint colour diffusivity needs a colour spec; see docs/language.md)")
+        return out
 
 
 def is_image_path(path: str) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _pillow(path: str):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise PdeError("reading or writing images needs Pillow", None, Source("", path),
-                       "pip install 'pde2net[images]' (or use .npy files)") from None
-    return Image
-
-
-def read_image(path: str) -> np.ndarray:
-    """A grayscale image as float64 values in [0, 1], shape (H, W)."""
-    Image = _pillow(path)
-    try:
-        with open_bounded(path, MAX_INPUT_BYTES, "image file") as f, Image.open(f) as im:
-            mode = im.mode
-            gray = im.convert("I;16" if mode in ("I;16", "I") else "L")
-            data = np.asarray(gray, dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        why = "not an image format Pillow recognises" if "cannot identify" in str(exc) else str(exc)
-        raise PdeError(f"cannot read image: {why}", None, Source("", path)) from None
-    return data / (65535.0 if mode in ("I;16", "I") else 255.0)
-
-
-def write_image(path: str, data: np.ndarray) -> None:
-    """Writes (H, W) values in [0, 1] as an 8-bit grayscale image (values outside are clipped)."""
-    Image = _pillow(path)
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 2:
-        raise PdeError(f"an image file holds one image, the result has shape {data.shape}", None,
-                       Source("", path), "a .npy output for a batch, or a single (H, W) input")
-    pixels = np.rint(np.clip(np.asarray(data, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-    Image.fromarray(pixels).save(path)  # uint8 (H, W): mode "L"
-
-
-def read_field(path: str, prog: "Program") -> np.ndarray:
+def read_field(path: str, prog: "Program", layout: Optional[str] = None) -> FieldData:
     """The input of ``run``: an .npy array or (2D) an image, checked against the spec."""
     where = Source("", path)
     ndim = len(prog.arch.dims)
+    picture = None
     if is_image_path(path):
         if ndim != 2:
             raise PdeError("an image input needs a 2D spec", None, where,
                            "field u(x, y) in the spec, or an .npy signal of shape (N,) or (B, N)")
-        data = read_image(path)
-    else:
         try:
-            with open_bounded(path, MAX_INPUT_BYTES, "input file") as f:
-                data = np.load(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            why = "the file is empty" if isinstance(exc, EOFError) else str(exc)
-            raise PdeError(f"cannot read input: {why}", None, where,
-                           "an .npy file written by numpy.save") from None
+            picture = read_picture(path)
+        except PdeError as err:
+            raise PdeError(f"cannot read image: {err.message}", None, where, err.expected) from None
+        data, layout = picture.data, "HW" if picture.channels == 1 else "CHW"
+    else:
+        data = _read_npy(path, where)
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiu":
         raise PdeError(f"the input must hold a real numeric array, got dtype {data.dtype}", None, where)
-    shapes = ((1, 2), "an array of shape (N,) or (B, N)") if ndim == 1 else \
-        ((2, 3), "an array of shape (H, W) or (B, H, W)")
-    if data.ndim not in shapes[0]:
-        raise PdeError(f"the input has shape {data.shape}", None, where, shapes[1])
     if data.size and not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise PdeError(f"the input contains {bad} NaN or infinite values", None, where, "finite values")
     if data.size == 0:
         raise PdeError(f"the input is empty (shape {data.shape})", None, where,
                        "at least one signal or image with grid points")
+    try:
+        arranged, used = arrange(data, layout, ndim, path)
+    except PdeError as err:
+        raise err.with_source(where) from None
     need = input_min_points(prog)
-    if min(data.shape[-ndim:]) < need:
-        raise PdeError(f"the input has {min(data.shape[-ndim:])} points along an axis", None, where,
+    if min(arranged.shape[2:]) < need:
+        raise PdeError(f"the input has {min(arranged.shape[2:])} points along an axis", None, where,
                        f"at least {need} points along each axis for this stencil")
-    return data
+    return FieldData(arranged.astype(np.float64), used, picture)
+
+
+def _read_npy(path: str, where: Source) -> np.ndarray:
+    try:
+        with open_bounded(path, MAX_INPUT_BYTES, "input file") as f:
+            return np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        why = "the file is empty" if isinstance(exc, EOFError) else str(exc)
+        raise PdeError(f"cannot read input: {why}", None, where,
+                       "an .npy file written by numpy.save") from None
 
 
 def input_min_points(prog: "Program") -> int:
@@ -113,12 +118,44 @@ def input_min_points(prog: "Program") -> int:
     return max(min_points(arch), width if periodic else 1)
 
 
-def write_field(path: str, data: np.ndarray) -> None:
-    """The output of ``run``: an image when the suffix says so, else .npy."""
+def check_output_suffix(path: str, option: str = "--output") -> None:
+    """Refuses an output name whose suffix says another format than the one written."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise PdeError(f"{option} {path}: cannot write {suffix or 'a file without a suffix'}", None,
+                       Source("", path), f"a file name ending in {', '.join(OUTPUT_SUFFIXES)}")
+
+
+def write_field(path: str, data: np.ndarray, like: Optional[FieldData] = None) -> str:
+    """The output of ``run`` (``data``: ``(B, C, *space)``): an image when the suffix says so
+    (at the input picture's depth), else ``.npy`` in the input's layout, under exactly this name.
+    Returns what was written, in words."""
+    check_output_suffix(path)
+    layout = like.layout if like is not None else None
     if is_image_path(path):
-        write_image(path, data)
-    else:
-        np.save(path, data)
+        if data.shape[0] != 1:
+            raise PdeError(f"an image file holds one image, the result is a batch of {data.shape[0]}",
+                           None, Source("", path), "a .npy output for a batch, or a single image input")
+        image = data[0, 0] if data.shape[1] == 1 else data[0]
+        note = write_picture(path, image, like.picture if like is not None else None)
+        return f"{path}: {note}"
+    out = restore_layout(data, layout) if layout else data.reshape(-1, *data.shape[2:]).squeeze(0)
+    with open(path, "wb") as f:  # exactly this name (np.save on a name would append .npy)
+        np.save(f, out)
+    return f"{path} ({out.dtype} array of shape {out.shape}" + (f", layout {layout})" if layout else ")")
+
+
+def restore_layout(data: np.ndarray, layout: str) -> np.ndarray:
+    """The inverse of :func:`~pde2net.images.arrange`: ``(B, C, *space)`` back to ``layout``."""
+    canonical = "BC" + layout.replace("B", "").replace("C", "")
+    x = data
+    if "C" not in layout:
+        x = x[:, 0]
+        canonical = canonical.replace("C", "")
+    if "B" not in layout:
+        x = x[0]
+        canonical = canonical.replace("B", "")
+    return np.transpose(x, [canonical.index(ch) for ch in layout])
 
 
 def test_image(shape: tuple[int, int] = DEFAULT_IMAGE, seed: int = 0) -> np.ndarray:

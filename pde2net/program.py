@@ -258,26 +258,29 @@ def _positive_steps(steps: int) -> int:
 Params = Optional[Mapping[str, Any]]
 
 
-def compile_spec(spec: parse.Spec, params: Params = None) -> Program:
+def compile_spec(spec: parse.Spec, params: Params = None, time: Any = None) -> Program:
     """Spec -> Program: the semantic check, the sympy model, the network IR.
 
     ``params`` overrides ``param`` values by name (``{"lambda": 0.08}``), exactly as editing the
-    file would; an unknown name raises :class:`PdeError` with the valid names.
+    file would; an unknown name raises :class:`PdeError` with the valid names.  ``time``: the
+    stopping time, in place of the scheme's step count (``steps = ceil(T / tau)``, tau shrunk to
+    ``T / steps``; see :mod:`pde2net.stepping`).
     """
     model = analyse.build_model(analyse.check_spec(spec), params)  # AST -> sympy, form recognised
-    model = stepping.resolve(model)                                 # tau = auto, time = T
+    model = stepping.resolve(model, time)                           # tau = auto, time = T
     arch = lower.lower(model)                                       # sympy -> layers (frozen IR)
     return Program(spec, model, arch)
 
 
-def compile_text(text: str, filename: str = "<string>", params: Params = None) -> Program:
+def compile_text(text: str, filename: str = "<string>", params: Params = None,
+                 time: Any = None) -> Program:
     """Compiles the text of a ``.pde`` file; bad input raises :class:`PdeError`."""
-    return compile_spec(parse.parse(text, filename), params)
+    return compile_spec(parse.parse(text, filename), params, time)
 
 
-def load(path: Union[str, Path], params: Params = None) -> Program:
-    """Reads and compiles a ``.pde`` file (``params``: see :func:`compile_spec`)."""
-    return compile_spec(parse.read_spec(path), params)
+def load(path: Union[str, Path], params: Params = None, time: Any = None) -> Program:
+    """Reads and compiles a ``.pde`` file (``params``, ``time``: see :func:`compile_spec`)."""
+    return compile_spec(parse.read_spec(path), params, time)
 
 
 __all__ = ["Program", "compile_spec", "compile_text", "load", "PdeError"]

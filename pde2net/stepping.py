@@ -22,21 +22,37 @@ from typing import Optional
 
 import sympy as sp
 
-from .analyse import AUTO, COUNT_KEY, MAX_STEPS, STEP_KEY, Model, Setting
+from .analyse import AUTO, COUNT_KEY, MAX_STEPS, STEP_KEY, Model, Setting, param_override
+from .errors import PdeError
 from .lower import lower_stencils
 from .stability import flux_facts
 
 
-def resolve(model: Model) -> Model:
-    """The model with ``auto`` step sizes and ``time`` replaced by exact steps and counts."""
+def resolve(model: Model, time: Optional[object] = None) -> Model:
+    """The model with ``auto`` step sizes and ``time`` replaced by exact steps and counts.
+
+    ``time`` (``--time`` / ``load(..., time=T)``) replaces the file's step count or time."""
     settings = dict(model.settings)
     key = STEP_KEY[model.scheme]
+    if time is not None:
+        settings["time"] = Setting(_positive_time(model, time), None)
     if model.setting(key) == AUTO:
         settings[key] = Setting(auto_step(model), settings[key].pos)
     if "time" in settings:
         settings.update(_steps_for_time(model, settings))
         del settings["time"]
     return replace(model, settings=settings)
+
+
+def _positive_time(model: Model, value: object) -> sp.Expr:
+    """An exact positive stopping time from a number or a decimal string."""
+    try:
+        t = param_override("time", value, label="time")
+    except PdeError as exc:
+        raise exc.with_source(model.source) from None
+    if not t > 0:
+        raise PdeError(f"time must be positive, got {value!r}", None, model.source, "time > 0")
+    return t
 
 
 def auto_step(model: Model) -> sp.Expr:

@@ -67,8 +67,9 @@ def run(net: Any, u0: "torch.Tensor", steps: int, per_block: float, every: int =
 class Progress:
     """Progress of ``total`` blocks: tqdm on a terminal, else a line per ``interval`` seconds."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, interval: float = 10.0,
+    def __init__(self, total: int, stream: Optional[TextIO] = None, interval: float = 10.0,
                  label: str = "step") -> None:
+        stream = sys.stderr if stream is None else stream  # at call time: tests and tools swap it
         self.total, self.stream, self.interval, self.label = total, stream, interval, label
         self.done, self.start, self.last = 0, time.monotonic(), time.monotonic()
         self.bar = _tqdm(total, stream, label) if _isatty(stream) else None

@@ -64,8 +64,9 @@ def test_png_round_trip(spec_file, tmp_path):
         assert im.mode == "L" and im.size == (12, 9)
         got = np.asarray(im)
     gx, gy = dense_gradient_2d([-1.0, 1.0], 0, (9, 12), "neumann")
-    ref = explicit_dense_2d(pixels[None] / 255.0, gx, gy, g, 0.2, 6)[0]
-    expect = np.rint(np.clip(ref, 0, 1) * 255).astype(np.uint8)
+    # values are kept as they are (0..255, not rescaled) and written back at 8 bits, rounded
+    ref = explicit_dense_2d(pixels[None].astype(np.float64), gx, gy, g, 0.2, 6)[0]
+    expect = np.clip(np.rint(ref), 0, 255).astype(np.uint8)
     assert np.array_equal(got, expect)
 
 

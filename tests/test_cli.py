@@ -68,7 +68,7 @@ def test_run_without_input_uses_the_bundled_signal(tmp_path, capsys):
 
 BAD_INPUTS = [
     (np.array([1.0, np.nan, 2.0, 3.0]), "NaN or infinite"),
-    (np.zeros((2, 2, 8)), "shape"),
+    (np.zeros((2, 2, 2, 8)), "shape"),  # no 1D layout has four axes
     (np.array(["a", "b"]), "numeric"),
     (np.zeros(1), "at least 2 points"),
 ]

@@ -65,7 +65,7 @@ USER_ERRORS = [
      ["--torchscript", "does not exist"]),
     ("graph -o no dir", lambda t: ["graph", HEAT, "-o", str(t / "no" / "g.dot")],
      ["-o/--output", "does not exist"]),
-    ("graph -o bad suffix", lambda t: ["graph", HEAT, "-o", str(t / "g.svg")], ["g.svg"]),
+    ("graph -o bad suffix", lambda t: ["graph", HEAT, "-o", str(t / "g.xyz")], ["g.xyz"]),
     ("verify --counterexample dir", lambda t: ["verify", STEP, "--counterexample", str(t)],
      ["--counterexample", "is a directory"]),
     # ---- devices and dtypes
@@ -88,7 +88,7 @@ USER_ERRORS = [
      ["s.npy", "dtype"]),
     ("--input NaN", lambda t: ["run", HEAT, "--input", _npy(t, "n.npy", [0.0, np.nan, 1.0])],
      ["n.npy", "NaN"]),
-    ("--input 3D for 1D spec", lambda t: ["run", HEAT, "--input", _npy(t, "d.npy", np.ones((2, 2, 8)))],
+    ("--input 4D for 1D spec", lambda t: ["run", HEAT, "--input", _npy(t, "d.npy", np.ones((2, 2, 2, 8)))],
      ["d.npy", "shape"]),
     ("--input image for 1D spec", lambda t: ["run", HEAT, "--input", str(t / "i.png")], ["i.png", "2D"]),
     ("1e40 in float32", lambda t: ["run", HEAT, "--input", _npy(t, "big.npy", np.full(16, 1e40))],
@@ -280,7 +280,7 @@ def test_verify_exits_1_on_nan_under_a_stable_verdict(monkeypatch, capsys):
     assert all(f["nonfinite"] == f["inputs"] for f in r.battery)
     assert r.adversarial["nonfinite"] and r.reference["nonfinite"] == r.reference["compared"] > 0
     assert not r.reference["ok"]
-    monkeypatch.setattr("pde2net.cli.load", lambda p: prog)
+    monkeypatch.setattr("pde2net.cli.load", lambda p, **options: prog)
     assert main(["verify", HEAT, "--size", "32", "--budget", "0.2"]) == 1
     assert "VERIFICATION FAILED" in capsys.readouterr().err
 
