@@ -256,11 +256,9 @@ CANCEL_SECONDS, LIMIT_SECONDS = 2.0, 5.0
 
 
 def _time_limit(seconds: float):
-    """``time_limit`` and its exception (they move to pde2net.limits; stability re-exports)."""
-    try:
-        from .limits import SymbolicTimeout, time_limit
-    except ImportError:
-        from .stability import SymbolicTimeout, time_limit
+    """``time_limit`` and its exception, from the bottom module :mod:`pde2net.limits`."""
+    from .limits import SymbolicTimeout, time_limit
+
     return time_limit(seconds), SymbolicTimeout
 
 

@@ -14,7 +14,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from . import analyse, codegen, lower, parse, stability, stepping
+from . import analyse, codegen, lower, parse, scheme_stability, stability, stepping  # noqa: F401
+# scheme_stability registers the rules of FED, FSI, implicit and multigrid with stability
 from .errors import PdeError
 
 if TYPE_CHECKING:  # torch is imported only when a module is built, networkx for .graph

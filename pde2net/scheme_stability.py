@@ -27,7 +27,7 @@ from . import multigrid as mg
 from .analyse import Model
 from .lower import FED, FSI, Architecture, Implicit, Multigrid, jacobi_width
 from .stability import (FluxFacts, StabilityReport, _base, _flux_hypotheses, _fmt, _le, float_down,
-                        flux_facts, lipschitz, norm_bound, positive_number)
+                        flux_facts, lipschitz, norm_bound, positive_number, register_rule)
 from .stencils import apply_adjoint_numpy, apply_numpy
 
 if TYPE_CHECKING:  # NumPy is loaded only for the multigrid factor (check starts faster)
@@ -277,6 +277,8 @@ def multigrid_factor(arch: Architecture, n: int) -> tuple[Optional[float], str]:
 
 
 RULES = {FED: _fed, FSI: _fsi, Implicit: _implicit, Multigrid: _multigrid}
+for _scheme, _rule in RULES.items():
+    register_rule(_scheme, _rule)
 
 
 # ------------------------------------------------------------------- text for `pde2net check`

@@ -357,7 +357,11 @@ def analyse(model: Model, arch: Architecture) -> StabilityReport:
     """The stability report for the model's scheme, with the domain hypotheses every proof needs:
     Phi (and the frozen Phi(s)/s where the network freezes it) real and finite for every real s,
     and the network's op trees finite in float32 and float64 (:func:`domain_checks`)."""
-    return domain_checks(model, arch, _RULES[type(arch.scheme)](model, arch))
+    rule = _RULES.get(type(arch.scheme))
+    if rule is None:
+        raise KeyError(f"no stability rule registered for {type(arch.scheme).__name__} "
+                       f"(import pde2net.scheme_stability, or the module of that scheme)")
+    return domain_checks(model, arch, rule(model, arch))
 
 
 def _base(model: Model, arch: Architecture, facts: FluxFacts, nb: Optional[sp.Expr]) -> dict:
@@ -785,7 +789,10 @@ def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> 
 
 _RULES: dict[type, Callable[[Model, Architecture], StabilityReport]] = {Explicit: _explicit}
 
-# FED, FSI, implicit and multigrid (MATH.md 3-7) live in their own module; it imports from here.
-from .scheme_stability import RULES as _SCHEME_RULES  # noqa: E402
 
-_RULES.update(_SCHEME_RULES)
+def register_rule(scheme_type: type, rule: Callable[[Model, Architecture], StabilityReport]) -> None:
+    """Registers the stability rule of a scheme IR type.  The rules of FED, FSI, implicit and
+    multigrid live in :mod:`pde2net.scheme_stability`, which imports this module and registers
+    them when it is imported (the pipeline, :mod:`pde2net.program`, imports it): imports run one
+    way, and a new scheme is one module plus its registration."""
+    _RULES[scheme_type] = rule
