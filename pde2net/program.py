@@ -153,9 +153,29 @@ def compile_steps(net: "torch.nn.Module") -> "torch.nn.Module":
     _warn_if_blocks_exceed_recompile_limit(net)
     eager = net.block
     _prime_scales(net, eager)
+    _install_fastpath(net)
     net.block = _CompiledStep(net, eager, torch.compile(_own_code(eager),
                                                         options={"guard_filter_fn": _step_guards}))
     return net
+
+
+def _install_fastpath(net: "torch.nn.Module") -> None:
+    """The whole explicit time loop in one generated C++ kernel on the CPU (:mod:`pde2net.fastpath`)
+    when the network is one it runs and it agrees with the eager block on a probe; calls that need
+    gradients, and every other network, keep the compiled step below.  The reason it was not
+    installed is kept as ``net.fastpath_skipped`` (a compiler missing, another stencil, ...)."""
+    like = next(iter(net.buffers()), None)
+    if like is not None and like.device.type != "cpu":
+        net.fastpath_skipped = "not on the CPU"
+        return
+    try:
+        from . import fastpath
+
+        why = fastpath.accelerate(net)
+    except ImportError as exc:  # noqa: PERF203 - an optional speed-up: never fail the build
+        why = str(exc)
+    if why is not None:
+        net.fastpath_skipped = why
 
 
 def _warn_if_blocks_exceed_recompile_limit(net: "torch.nn.Module") -> None:
