@@ -140,6 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     net = prog.module(backend=args.backend, steps=args.steps)
+    if args.backend == "fused" and torch.device(args.device).type == "cpu":
+        from .fastpath import accelerate
+
+        accelerate(net)  # the whole time loop in one C++ kernel where it applies (no torch.compile)
     u0 = torch.as_tensor(np.asarray(data, dtype=np.float64), dtype=dtype, device=args.device)
     steps = getattr(net, "steps", None) if args.steps is None else args.steps
     t0 = time.perf_counter()

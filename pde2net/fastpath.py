@@ -15,7 +15,8 @@ the boundary is an edge copy per step (docs/theory.md §12 for dirichlet):
 Several steps run per call over two preallocated buffers, with the loop over steps in C
 (``torch.get_num_threads()`` threads).  When the batch divides among the threads, each thread
 runs every step of its own rows (1D) or images (2D), which stay in its cache (temporal blocking
-for free, no barrier per step); otherwise the threads share the rows of each step.  In 2D a row
+for free, no barrier per step); only a large image in a batch the threads do not divide has the
+rows of each step shared (two barriers a step).  In 2D a row
 of fluxes is computed once into a line buffer (one g per flux point), then the divergence.
 
 The kernel is built with g++ on first use and cached per user (``~/.cache/pde2net/fastpath``,
@@ -266,11 +267,16 @@ template <typename T> static void pad_out(const T* q, T* u, int64_t h, int64_t w
 
 template <typename T> static void run2d(const T* src, T* u, int64_t imgs, int64_t h, int64_t w, int64_t steps, int bc,
                                         double w0_, double w1_, double c0_, double c1_, const double* P,
-                                        int threads, T* bufa, T* bufb) {
+                                        int threads, T* bufa, T* bufb, int64_t split_min) {
     const T w0 = (T)w0_, w1 = (T)w1_, c0 = (T)c0_, c1 = (T)c1_;
     const int64_t plane = (h + 2) * (w + 2);
-    threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, std::max(imgs, h)));
-    if (imgs % threads == 0) {  // every step of an image on one thread: no barrier per step
+    // rows of a step shared by the threads (two barriers per step) only for a batch the threads
+    // do not divide and images of at least split_min points: on a loaded machine a barrier can
+    // cost a scheduler time slice, more than a small image's step
+    bool by_image = imgs % threads == 0 || imgs >= 2 * threads || h * w < split_min;
+    if (by_image) threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, imgs));
+    else threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, h));
+    if (by_image) {  // every step of an image on one thread: no barrier per step
         parallel(threads, [&](int t) {
             std::vector<T> lines(3 * (w + 1));
             T* fx = lines.data(); T* fy = fx + (w + 1); T* fyp = fy + (w + 1);
@@ -318,12 +324,12 @@ void pde2net_run1d_f64(const double* src, double* u, int64_t rows, int64_t n, in
     run1d<double>(src, u, rows, n, steps, bc, w0, w1, c0, c1, P, threads); }
 void pde2net_run2d_f32(const float* src, float* u, int64_t imgs, int64_t h, int64_t w, int64_t steps, int bc,
                        double w0, double w1, double c0, double c1, const double* P, int threads, float* a,
-                       float* b) {
-    run2d<float>(src, u, imgs, h, w, steps, bc, w0, w1, c0, c1, P, threads, a, b); }
+                       float* b, int64_t split_min) {
+    run2d<float>(src, u, imgs, h, w, steps, bc, w0, w1, c0, c1, P, threads, a, b, split_min); }
 void pde2net_run2d_f64(const double* src, double* u, int64_t imgs, int64_t h, int64_t w, int64_t steps, int bc,
                        double w0, double w1, double c0, double c1, const double* P, int threads, double* a,
-                       double* b) {
-    run2d<double>(src, u, imgs, h, w, steps, bc, w0, w1, c0, c1, P, threads, a, b); }
+                       double* b, int64_t split_min) {
+    run2d<double>(src, u, imgs, h, w, steps, bc, w0, w1, c0, c1, P, threads, a, b, split_min); }
 }
 """
 
@@ -383,7 +389,7 @@ def _declare(lib) -> None:
         f.argtypes = [ptr, ptr, i64, i64, i64, i32, dbl, dbl, dbl, dbl, ptr, i32]
         f.restype = None
         f = getattr(lib, f"pde2net_run2d_{t}")
-        f.argtypes = [ptr, ptr, i64, i64, i64, i64, i32, dbl, dbl, dbl, dbl, ptr, i32, ptr, ptr]
+        f.argtypes = [ptr, ptr, i64, i64, i64, i64, i32, dbl, dbl, dbl, dbl, ptr, i32, ptr, ptr, i64]
         f.restype = None
 
 
@@ -392,6 +398,7 @@ class Kernel:
     """``steps`` explicit steps of the plan, in place on a contiguous CPU float32/float64 copy."""
 
     DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+    split_min = 1 << 16  # 2D: the fewest points per image for which the threads share its rows
 
     def __init__(self, plan: dict) -> None:
         self.plan = plan
@@ -427,7 +434,7 @@ class Kernel:
             a, b = self._pair(out.dtype, imgs * (h + 2) * (w + 2))
             getattr(self.lib, f"pde2net_run2d_{t}")(src.data_ptr(), out.data_ptr(), imgs, h, w, steps,
                                                     self.bc, w0, w1, c0, c1, self.params, threads,
-                                                    a.data_ptr(), b.data_ptr())
+                                                    a.data_ptr(), b.data_ptr(), self.split_min)
         return out
 
     def _pair(self, dtype: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor]:

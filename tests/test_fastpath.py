@@ -116,9 +116,10 @@ def test_kernel_matches_dense_reference(ndim, boundary, dtype):
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 def test_multistep_calls_and_thread_tiles_2d(boundary, threads):
-    """Images split among threads (batch 2) or rows of each step shared (batch 3, 9 rows: the tile
-    edge at row 4 of an odd height); 7 steps in one call = 3 + 4 = 1 + 6, and equal the reference."""
+    """Images split among threads (batch 2) or rows of each step shared (batch 3 on 2 threads, 9
+    rows: the tile edge at row 4 of an odd height); 7 steps in one call = 3 + 4 = 1 + 6, and equal the reference."""
     k = kernel(2, boundary)
+    k.split_min = 0  # share the rows of small images too (the default keeps them whole)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
