@@ -506,8 +506,12 @@ class FastForward:
 
     def __init__(self, net: torch.nn.Module, kernel: Kernel, fallback: Callable) -> None:
         self.net, self.kernel, self.fallback = net, kernel, fallback
+        self.tau = net.tau
 
     def __call__(self, u: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
+        if self.net.tau is not self.tau:  # a new time step: W2 = tau W1 rounded again
+            self.kernel.c = scaled_update_weights({**self.kernel.plan, "tau": self.net.tau})
+            self.tau = self.net.tau
         rows = self.net._rows(u)
         n = self.net.steps if steps is None else steps
         needs_grad = torch.is_grad_enabled() and (u.requires_grad or any(

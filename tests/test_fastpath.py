@@ -281,3 +281,19 @@ def test_kernel_build_is_cached(tmp_path, monkeypatch):
     _, first = fastpath.build(src)
     _, second = fastpath.build(src)
     assert first > 0 and second == 0 and list((tmp_path / "fastpath").glob("k*.so"))
+
+
+def test_kernel_follows_a_new_tau():
+    prog = pde2net.compile_text(spec(1, "periodic"))
+    net = prog.module(compile=True)
+    assert isinstance(net.forward, fastpath.FastForward)
+    net.tau = 0.1
+    u = sample(1)
+    with torch.no_grad():
+        got = net(u, steps=3).numpy()
+    d = forward_1d(16, "periodic")
+    x = u.numpy()
+    for _ in range(3):
+        v = x @ d.T
+        x = x - 0.1 * ((v * g(v * v)) @ d)
+    np.testing.assert_allclose(got, x, rtol=0, atol=1e-12)
