@@ -279,6 +279,7 @@ class Row:
         self.name, self.run, self.points, self.note = name, run, points, note
         self.steps = 5
         self.samples: list[float] = []
+        self.cpu: list[float] = []  # process CPU time per point-step (all threads, spinning included)
         self.err: Optional[float] = None
         self.faults = 0
 
@@ -319,23 +320,27 @@ def measure(rows: list[Row], reps: int) -> None:
     with torch.no_grad():
         for _ in range(reps):
             for r in rows:
-                f0, t0 = minor_faults(), time.perf_counter()
+                f0, t0, c0 = minor_faults(), time.perf_counter(), time.process_time()
                 r.run(r.steps)
                 r.samples.append((time.perf_counter() - t0) / (r.steps * r.points) * 1e9)
+                r.cpu.append((time.process_time() - c0) / (r.steps * r.points) * 1e9)
                 r.faults += minor_faults() - f0
 
 
 def table(rows: list[Row]) -> list[str]:
     """Ratios of medians, and of minima (the least disturbed sample: on a shared machine the
-    minimum is the better estimate of what the code costs)."""
+    minimum is the better estimate of what the code costs).  The CPU column is the process's CPU
+    time (every thread, spin-waiting included) per point-step: on a loaded machine the better
+    estimate of a one-thread row's cost, since time spent descheduled is not counted."""
     best = min(statistics.median(r.samples) for r in rows)
     best_min = min(min(r.samples) for r in rows)
     out = ["| row | ns / point-step (median) | min - max | x fastest (medians) | x fastest (minima) "
-           "| steps/sample | page faults/step | max err | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| CPU ns / point-step (min) | steps/sample | page faults/step | max err | note |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         med = statistics.median(r.samples)
         out.append(f"| {r.name} | {med:.3f} | {min(r.samples):.3f} - {max(r.samples):.3f} | "
-                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {r.steps} | "
+                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {min(r.cpu):.3f} | {r.steps} | "
                    f"{r.faults / (r.steps * len(r.samples)):.0f} | {r.err:.1e} | {r.note} |")
     return out
 
