@@ -166,6 +166,8 @@ template <typename T> static inline T pick_max(T a, T b) { return (a != a || b !
 
 template <typename T> static inline T flux_fn(T x, const double* P) { return @FLUX@; }
 
+constexpr int64_t CHUNK = 512;
+
 // ---- 1D: rows of n points, padded row p[0..n+1], p[1+j] = u_j
 template <typename T> static inline void ghost1(T* p, int64_t n, int bc) {
     if (bc == 0) { p[0] = p[1]; p[n + 1] = p[n]; }
@@ -175,15 +177,23 @@ template <typename T> static inline void ghost1(T* p, int64_t n, int bc) {
 
 template <typename T> static void row_steps(const T* src, T* row, int64_t n, int64_t steps, int bc, T w0, T w1,
                                             T c0, T c1, const double* P, T* a, T* b, T* f) {
-    // a, b: padded rows (n + 2); f: fluxes at the points -1 .. n-1 (f[j + 1])
+    // a, b: padded rows (n + 2); f: the fluxes of a chunk of points j0 - 1 .. j0 + m - 1
     std::memcpy(a + 1, src, sizeof(T) * n);
     for (int64_t s = 0; s < steps; ++s) {
         ghost1(a, n, bc);
-        #pragma omp simd
-        for (int64_t j = 0; j <= n; ++j) { T x = w0 * a[j] + w1 * a[j + 1]; f[j] = flux_fn<T>(x, P); }
-        if (bc == 0) { f[0] = 0; f[n] = 0; }
-        #pragma omp simd
-        for (int64_t j = 0; j < n; ++j) b[j + 1] = a[j + 1] - (c0 * f[j + 1] + c1 * f[j]);
+        // in chunks, so the fluxes stay in L1 between the two loops (one flux per chunk is
+        // computed twice)
+        for (int64_t j0 = 0; j0 < n; j0 += CHUNK) {
+            const int64_t m = std::min<int64_t>(CHUNK, n - j0);
+            const T* aj = a + j0;
+            #pragma omp simd
+            for (int64_t k = 0; k <= m; ++k) { T x = w0 * aj[k] + w1 * aj[k + 1]; f[k] = flux_fn<T>(x, P); }
+            if (bc == 0 && j0 == 0) f[0] = 0;
+            if (bc == 0 && j0 + m == n) f[m] = 0;
+            T* bj = b + j0 + 1;
+            #pragma omp simd
+            for (int64_t k = 0; k < m; ++k) bj[k] = aj[k + 1] - (c0 * f[k + 1] + c1 * f[k]);
+        }
         std::swap(a, b);
     }
     std::memcpy(row, a + 1, sizeof(T) * n);
@@ -203,7 +213,7 @@ template <typename T> static void run1d(const T* src, T* u, int64_t rows, int64_
                                         int threads) {
     threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, rows));
     parallel(threads, [&](int t) {
-        std::vector<T> a(n + 2), b(n + 2), f(n + 1);
+        std::vector<T> a(n + 2), b(n + 2), f(std::min<int64_t>(n, CHUNK) + 1);
         for (int64_t r = rows * t / threads; r < rows * (t + 1) / threads; ++r)
             row_steps<T>(src + r * n, u + r * n, n, steps, bc, (T)w0, (T)w1, (T)c0, (T)c1, P, a.data(), b.data(), f.data());
     });

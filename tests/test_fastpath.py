@@ -297,3 +297,12 @@ def test_kernel_follows_a_new_tau():
         v = x @ d.T
         x = x - 0.1 * ((v * g(v * v)) @ d)
     np.testing.assert_allclose(got, x, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_1d_chunk_edges(boundary):
+    """A row longer than the kernel's chunk of 512 points and not a multiple of it (1100 = 512 +
+    512 + 76): the flux at each chunk edge is computed twice and must not change the result."""
+    k = kernel(1, boundary)
+    u = torch.rand(2, 1100, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(k(u, 3).numpy(), dense_steps(u.numpy(), boundary, 3), rtol=0, atol=1e-12)
