@@ -306,3 +306,21 @@ def test_1d_chunk_edges(boundary):
     k = kernel(1, boundary)
     u = torch.rand(2, 1100, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     np.testing.assert_allclose(k(u, 3).numpy(), dense_steps(u.numpy(), boundary, 3), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_cli_run_uses_the_kernel(ndim, tmp_path, monkeypatch):
+    """``pde2net run`` on the CPU runs the kernel (checked by spying on it) and writes the dense
+    reference's result."""
+    from pde2net import cli
+
+    calls = []
+    real = fastpath.Kernel.__call__
+    monkeypatch.setattr(fastpath.Kernel, "__call__", lambda self, u, steps: calls.append(steps) or real(self, u, steps))
+    (tmp_path / "pm.pde").write_text(spec(ndim, "periodic"))
+    u = sample(ndim, batch=2).numpy()
+    np.save(tmp_path / "u.npy", u)
+    assert cli.main(["run", str(tmp_path / "pm.pde"), "--input", str(tmp_path / "u.npy"),
+                     "--output", str(tmp_path / "out.npy"), "--dtype", "float64"]) == 0
+    assert 5 in calls
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), dense_steps(u, "periodic", 5), rtol=0, atol=1e-12)
