@@ -4,6 +4,13 @@
     python benchmarks/bench_cpu.py --quick           # fewer repetitions (a smoke run)
     python benchmarks/bench_cpu.py --write           # also update the table in benchmarks/RESULTS.md
 
+Rows: pde2net ``compile=True`` (on the CPU the generated C++ kernel of pde2net.fastpath, what
+users get), the torch.compile'd step it replaced (the same network's class forward), the eager
+modules, hand-written torch and NumPy, and Devito (1D; 2D in two formulations, fluxes recomputed
+at the shifted points or stored in Functions first: take the better).  The kernel's g++ time is a
+note (0 when it is already in the per-user cache; set PDE2NET_CACHE to an empty directory to see
+it).  Run once with ``--threads 1`` and once with ``--threads 2``.
+
 One process, one table.  Every row computes the same scheme (examples/perona_malik.pde and
 examples/perona_malik_2d.pde: zero-flux forward differences, Phi(s) = s / (1 + s^2/lambda^2)) and is
 first checked against a float64 NumPy reference written here (column "max err").  Rows are timed
