@@ -431,6 +431,7 @@ class Kernel:
         self.params = (ctypes.c_double * max(1, len(plan["params"])))(
             *[float(plan["params"][k]) for k in sorted(plan["params"])])
         self._buffers: dict = {}
+        self._lock = threading.Lock()  # the buffers are shared: one call at a time (ctypes drops the GIL)
 
     def accepts(self, u: torch.Tensor) -> bool:
         return u.device.type == "cpu" and u.dtype in self.DTYPES and not u.requires_grad
@@ -453,10 +454,11 @@ class Kernel:
                                                     self.bc, w0, w1, c0, c1, self.params, threads)
         else:
             imgs, h, w = out.shape
-            a, b = self._pair(out.dtype, imgs * (h + 2) * (w + 2))
-            getattr(self.lib, f"pde2net_run2d_{t}")(src.data_ptr(), out.data_ptr(), imgs, h, w, steps,
-                                                    self.bc, w0, w1, c0, c1, self.params, threads,
-                                                    a.data_ptr(), b.data_ptr(), self.split_min)
+            with self._lock:
+                a, b = self._pair(out.dtype, imgs * (h + 2) * (w + 2))
+                getattr(self.lib, f"pde2net_run2d_{t}")(src.data_ptr(), out.data_ptr(), imgs, h, w, steps,
+                                                        self.bc, w0, w1, c0, c1, self.params, threads,
+                                                        a.data_ptr(), b.data_ptr(), self.split_min)
         return out
 
     def _pair(self, dtype: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
