@@ -324,3 +324,11 @@ def test_cli_run_uses_the_kernel(ndim, tmp_path, monkeypatch):
                      "--output", str(tmp_path / "out.npy"), "--dtype", "float64"]) == 0
     assert 5 in calls
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), dense_steps(u, "periodic", 5), rtol=0, atol=1e-12)
+
+
+def test_without_a_compiler_the_network_keeps_the_compiled_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(fastpath, "_LOADED", {})
+    monkeypatch.setenv("PDE2NET_CACHE", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++
+    net = pde2net.compile_text(spec(1, "neumann")).module(compile=True)
+    assert "forward" not in vars(net) and net.fastpath_skipped
