@@ -13,11 +13,12 @@ the boundary is an edge copy per step (docs/theory.md §12 for dirichlet):
   couples the two differences at the same point).
 
 Several steps run per call over two preallocated buffers, with the loop over steps in C
-(``torch.get_num_threads()`` threads).  When the batch divides among the threads, each thread
-runs every step of its own rows (1D) or images (2D), which stay in its cache (temporal blocking
-for free, no barrier per step); only a large image in a batch the threads do not divide has the
-rows of each step shared (two barriers a step).  In 2D a row
-of fluxes is computed once into a line buffer (one g per flux point), then the divergence.
+(``torch.get_num_threads()`` threads, ``std::thread``: nothing spin-waits between calls).  Each
+thread runs every step of its own rows (1D) or images (2D), which stay in its cache (no barrier
+per step); only images of at least ``Kernel.split_min`` points in a batch the threads would split
+unevenly (not a multiple of the threads, fewer than twice as many) have the rows of each step
+shared, with two barriers a step.  In 2D a row of fluxes is computed once into a line buffer (one
+g per flux point), then the divergence; in 1D the fluxes of a chunk of 512 points.
 
 The kernel is built with g++ on first use and cached per user (``~/.cache/pde2net/fastpath``,
 or ``$PDE2NET_CACHE``).  It computes the same operations as the eager module, in another order
