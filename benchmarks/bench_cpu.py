@@ -4,6 +4,13 @@
     python benchmarks/bench_cpu.py --quick           # fewer repetitions (a smoke run)
     python benchmarks/bench_cpu.py --write           # also update the table in benchmarks/RESULTS.md
 
+Rows: pde2net ``compile=True`` (on the CPU the generated C++ kernel of pde2net.fastpath, what
+users get), the torch.compile'd step it replaced (the same network's class forward), the eager
+modules, hand-written torch and NumPy, and Devito (1D; 2D in two formulations, fluxes recomputed
+at the shifted points or stored in Functions first: take the better).  The kernel's g++ time is a
+note (0 when it is already in the per-user cache; set PDE2NET_CACHE to an empty directory to see
+it).  Run once with ``--threads 1`` and once with ``--threads 2``.
+
 One process, one table.  Every row computes the same scheme (examples/perona_malik.pde and
 examples/perona_malik_2d.pde: zero-flux forward differences, Phi(s) = s / (1 + s^2/lambda^2)) and is
 first checked against a float64 NumPy reference written here (column "max err").  Rows are timed
@@ -35,6 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import pde2net  # noqa: E402
+from pde2net import fastpath  # noqa: E402
 
 SAMPLE_SECONDS = 0.05
 
@@ -219,12 +227,66 @@ def devito_row_1d(u0: np.ndarray, lam: float, tau: float):
     return run, compile_s
 
 
+def devito_rows_2d(u0: np.ndarray, lam: float, tau: float):
+    """Devito, two formulations of the 2D step (the table shows both; take the better):
+    ``recomputed``, one equation with the fluxes recomputed at the shifted points, and ``stored``,
+    the fluxes stored in Functions first, then the divergence.  The zero-flux boundary as masks
+    on the flux points (m_i = 1 for i < n - 1; the halo at -1 is zero)."""
+    from devito import Eq, Function, Grid, Operator, TimeFunction
+
+    b, h, w = u0.shape
+    dtype = u0.dtype.type
+    out = []
+    for kind in ("recomputed", "stored"):
+        grid = Grid(shape=(b, h, w), extent=(b - 1, h - 1, w - 1), dtype=dtype)
+        k, y, x = grid.dimensions
+        u = TimeFunction(name="u", grid=grid, space_order=1, time_order=1)
+        mx = Function(name="mx", dimensions=(x,), shape=(w,), space_order=1, dtype=dtype)
+        my = Function(name="my", dimensions=(y,), shape=(h,), space_order=1, dtype=dtype)
+        mx.data[:] = 1
+        mx.data[-1] = 0
+        my.data[:] = 1
+        my.data[-1] = 0
+        t = grid.stepping_dim
+        c = 1.0 / lam ** 2
+
+        def flux(yy, xx):
+            vx = mx[xx] * (u[t, k, yy, xx + 1] - u[t, k, yy, xx])
+            vy = my[yy] * (u[t, k, yy + 1, xx] - u[t, k, yy, xx])
+            gg = 1 / (1 + c * (vx * vx + vy * vy))
+            return gg * vx, gg * vy
+
+        if kind == "recomputed":
+            fx, fy = flux(y, x)
+            fxl, _ = flux(y, x - 1)
+            _, fyu = flux(y - 1, x)
+            eqs = [Eq(u.forward, u + tau * (fx - fxl + fy - fyu))]
+        else:
+            fxs = Function(name="fx", grid=grid, space_order=1)
+            fys = Function(name="fy", grid=grid, space_order=1)
+            fx, fy = flux(y, x)
+            eqs = [Eq(fxs, fx), Eq(fys, fy),
+                   Eq(u.forward, u + tau * (fxs - fxs[k, y, x - 1] + fys - fys[k, y - 1, x]))]
+        op = Operator(eqs)
+        t0 = time.perf_counter()
+        op.cfunction  # JIT-compiles the C code
+        secs = time.perf_counter() - t0
+
+        def run(steps: int, u=u, op=op) -> np.ndarray:
+            u.data[0] = u0
+            op.apply(time_m=0, time_M=steps - 1)
+            return np.array(u.data[steps % 2])
+        out.append((kind, run, secs))
+    return out
+
+
 # ------------------------------------------------------------------------------ the runs
 class Row:
     def __init__(self, name: str, run: Callable[[int], object], points: int, note: str = "") -> None:
         self.name, self.run, self.points, self.note = name, run, points, note
         self.steps = 5
         self.samples: list[float] = []
+        self.cpu: list[float] = []  # process CPU time per point-step (all threads, spinning included)
         self.err: Optional[float] = None
         self.faults = 0
 
@@ -265,32 +327,50 @@ def measure(rows: list[Row], reps: int) -> None:
     with torch.no_grad():
         for _ in range(reps):
             for r in rows:
-                f0, t0 = minor_faults(), time.perf_counter()
+                f0, t0, c0 = minor_faults(), time.perf_counter(), time.process_time()
                 r.run(r.steps)
                 r.samples.append((time.perf_counter() - t0) / (r.steps * r.points) * 1e9)
+                r.cpu.append((time.process_time() - c0) / (r.steps * r.points) * 1e9)
                 r.faults += minor_faults() - f0
 
 
 def table(rows: list[Row]) -> list[str]:
     """Ratios of medians, and of minima (the least disturbed sample: on a shared machine the
-    minimum is the better estimate of what the code costs)."""
+    minimum is the better estimate of what the code costs).  The CPU column is the process's CPU
+    time (every thread, spin-waiting included) per point-step: on a loaded machine the better
+    estimate of a one-thread row's cost, since time spent descheduled is not counted."""
     best = min(statistics.median(r.samples) for r in rows)
     best_min = min(min(r.samples) for r in rows)
     out = ["| row | ns / point-step (median) | min - max | x fastest (medians) | x fastest (minima) "
-           "| steps/sample | page faults/step | max err | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| CPU ns / point-step (min) | steps/sample | page faults/step | max err | note |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         med = statistics.median(r.samples)
         out.append(f"| {r.name} | {med:.3f} | {min(r.samples):.3f} - {max(r.samples):.3f} | "
-                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {r.steps} | "
+                   f"{med / best:.2f} | {min(r.samples) / best_min:.2f} | {min(r.cpu):.3f} | {r.steps} | "
                    f"{r.faults / (r.steps * len(r.samples)):.0f} | {r.err:.1e} | {r.note} |")
     return out
 
 
-def pde2net_rows(prog, u0: torch.Tensor) -> list[Row]:
+def pde2net_rows(prog, u0: torch.Tensor, notes: list[str]) -> list[Row]:
+    """compile=True (the C++ kernel of pde2net.fastpath: what users get), the torch.compile'd
+    step it replaced (the same network's class forward: the compiled block in a Python loop),
+    and the eager modules."""
     points = u0.numel()
-    rows = []
-    for name, kw in (("pde2net fused, compiled", dict(compile=True)), ("pde2net fused, eager", {}),
-                     ("pde2net conv (literal), eager", dict(backend="conv"))):
+    t0 = time.perf_counter()
+    fast = prog.module(steps=1, compile=True)
+    build = time.perf_counter() - t0
+    if isinstance(fast.forward, fastpath.FastForward):
+        notes.append(f"pde2net compile=True: module with the C++ kernel in {build:.2f} s, of which g++ "
+                     f"{fast.fastpath_compile_seconds:.2f} s (0 when the kernel was already built and "
+                     f"cached; per-user cache, keyed by the flux)")
+    else:
+        notes.append(f"pde2net compile=True: no kernel ({fast.fastpath_skipped})")
+    rows = [Row("pde2net compile=True (C++ kernel)", lambda k: fast(u0, steps=k), points)]
+    step = prog.module(steps=1, compile=True)
+    rows.append(Row("pde2net torch.compile'd step (before)",
+                    lambda k: type(step).forward(step, u0, steps=k), points))
+    for name, kw in (("pde2net fused, eager", {}), ("pde2net conv (literal), eager", dict(backend="conv"))):
         net = prog.module(steps=1, **kw)
         rows.append(Row(name, lambda k, net=net: net(u0, steps=k), points))
     return rows
@@ -311,8 +391,9 @@ def config_1d(dtype: torch.dtype, batch: int, n: int, optional: bool) -> tuple[l
     rng = np.random.default_rng(0)
     x0 = np.cumsum(rng.standard_normal((batch, n)), axis=-1) * 0.05
     u0 = torch.tensor(x0, dtype=dtype)
-    rows = pde2net_rows(prog, u0) + hand_written_rows(torch_step_1d(lam, tau), numpy_inplace_1d, u0, lam, tau)
-    notes = []
+    notes: list[str] = []
+    rows = pde2net_rows(prog, u0, notes) + hand_written_rows(torch_step_1d(lam, tau), numpy_inplace_1d, u0,
+                                                            lam, tau)
     if optional:
         notes += optional_rows(rows, x0.astype(u0.numpy().dtype), lam, tau, dtype)
     return rows, lambda k: reference_1d(x0, lam, tau, k), notes
@@ -337,14 +418,24 @@ def optional_rows(rows: list[Row], x0: np.ndarray, lam: float, tau: float, dtype
     return notes
 
 
-def config_2d(dtype: torch.dtype, batch: int, n: int) -> tuple[list[Row], Callable, list[str]]:
+def config_2d(dtype: torch.dtype, batch: int, n: int, optional: bool) -> tuple[list[Row], Callable, list[str]]:
     prog = pde2net.load(ROOT / "examples" / "perona_malik_2d.pde")
     lam, tau = spec_numbers(prog)
     rng = np.random.default_rng(0)
     x0 = np.cumsum(np.cumsum(rng.standard_normal((batch, n, n)), axis=-1), axis=-2) * 0.002
     u0 = torch.tensor(x0, dtype=dtype)
-    rows = pde2net_rows(prog, u0) + hand_written_rows(torch_step_2d(lam, tau), numpy_inplace_2d, u0, lam, tau)
-    return rows, lambda k: reference_2d(x0, lam, tau, k), []
+    notes: list[str] = []
+    rows = pde2net_rows(prog, u0, notes) + hand_written_rows(torch_step_2d(lam, tau), numpy_inplace_2d, u0,
+                                                            lam, tau)
+    if optional:
+        try:
+            for kind, run, secs in devito_rows_2d(x0.astype(u0.numpy().dtype), lam, tau):
+                rows.append(Row(f"Devito, fluxes {kind} (C, OpenMP {os.environ.get('OMP_NUM_THREADS', '?')} "
+                                f"threads)", run, x0.size))
+                notes.append(f"Devito ({kind}) compile (JIT of the generated C): {secs:.2f} s")
+        except ImportError:
+            notes.append("Devito: not installed (rows skipped)")
+    return rows, lambda k: reference_2d(x0, lam, tau, k), notes
 
 
 def has_2d() -> bool:
@@ -373,7 +464,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=9)
-    p.add_argument("--quick", action="store_true", help="3 repetitions, 1D float32 only")
+    p.add_argument("--quick", action="store_true", help="3 repetitions (1D float32 only unless --only)")
     p.add_argument("--no-optional", action="store_true", help="skip py-pde and Devito")
     p.add_argument("--only", default="", help="comma-separated subset of 1D-f32,1D-f64,2D-f32,2D-f64")
     p.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
@@ -385,7 +476,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.reps
     configs = [("1D", torch.float32), ("1D", torch.float64), ("2D", torch.float32), ("2D", torch.float64)]
-    if args.quick:
+    if args.quick and not args.only:
         configs = configs[:1]
     if args.only:
         wanted = set(args.only.split(","))
@@ -393,14 +484,14 @@ def main(argv=None) -> int:
     if not has_2d():
         configs = [c for c in configs if c[0] == "1D"]
     lines = [f"machine: {machine()}", f"torch threads: {torch.get_num_threads()}, "
-             f"load average before: {os.getloadavg()[0]:.2f}"]
+             f"/proc/loadavg before: {Path('/proc/loadavg').read_text().strip()}"]
     for dim, dtype in configs:
         t0 = time.perf_counter()
         if dim == "1D":
             rows, ref, notes = config_1d(dtype, 64, 4096, not args.no_optional)
             shape = "64 x 4096"
         else:
-            rows, ref, notes = config_2d(dtype, 4, 512)
+            rows, ref, notes = config_2d(dtype, 4, 512, not args.no_optional)
             shape = "4 x 512 x 512"
         with torch.no_grad():
             check(rows, ref)

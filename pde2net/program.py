@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from . import analyse, codegen, lower, parse, scheme_stability, stability, stepping  # noqa: F401
 # scheme_stability registers the rules of FED, FSI, implicit and multigrid with stability
@@ -154,9 +154,29 @@ def compile_steps(net: "torch.nn.Module") -> "torch.nn.Module":
     _warn_if_blocks_exceed_recompile_limit(net)
     eager = net.block
     _prime_scales(net, eager)
-    net.block = _CompiledStep(net, eager, torch.compile(_own_code(eager),
-                                                        options={"guard_filter_fn": _step_guards}))
+    _install_fastpath(net)
+    net.block = _CompiledStep(net, eager, lambda: torch.compile(_own_code(eager),
+                                                                options={"guard_filter_fn": _step_guards}))
     return net
+
+
+def _install_fastpath(net: "torch.nn.Module") -> None:
+    """The whole explicit time loop in one generated C++ kernel on the CPU (:mod:`pde2net.fastpath`)
+    when the network is one it runs and it agrees with the eager block on a probe; calls that need
+    gradients, and every other network, keep the compiled step below.  The reason it was not
+    installed is kept as ``net.fastpath_skipped`` (a compiler missing, another stencil, ...)."""
+    like = next(iter(net.buffers()), None)
+    if like is not None and like.device.type != "cpu":
+        net.fastpath_skipped = "not on the CPU"
+        return
+    try:
+        from . import fastpath
+
+        why = fastpath.accelerate(net)
+    except ImportError as exc:  # noqa: PERF203 - an optional speed-up: never fail the build
+        why = str(exc)
+    if why is not None:
+        net.fastpath_skipped = why
 
 
 def _warn_if_blocks_exceed_recompile_limit(net: "torch.nn.Module") -> None:
@@ -167,8 +187,10 @@ def _warn_if_blocks_exceed_recompile_limit(net: "torch.nn.Module") -> None:
 
     import torch
 
+    if getattr(net, "shared", True) is not False:  # before torch._dynamo: importing it takes seconds
+        return
     limit = getattr(torch._dynamo.config, "recompile_limit", 8)
-    if getattr(net, "shared", True) is False and getattr(net, "steps", 0) > limit:
+    if getattr(net, "steps", 0) > limit:
         warnings.warn(f"compile=True compiles the first {limit} of the {net.steps} blocks of this "
                       f"trainable network (one graph per block, dynamo's recompile limit); the "
                       f"others run eagerly. shared=True compiles one step for all blocks.",
@@ -178,11 +200,18 @@ def _warn_if_blocks_exceed_recompile_limit(net: "torch.nn.Module") -> None:
 class _CompiledStep:
     """The compiled ``block``; when ``net.tau`` has been replaced since the last call, one eager
     step first rounds the new weights (the compiled step then recompiles on tau's identity and
-    traces floats, not sympy arithmetic)."""
+    traces floats, not sympy arithmetic).  ``torch.compile`` itself runs on the first call
+    (importing dynamo takes seconds; a network whose C++ kernel serves every call never pays it)."""
 
-    def __init__(self, net: "torch.nn.Module", eager, compiled) -> None:
-        self.net, self.eager, self.compiled = net, eager, compiled
+    def __init__(self, net: "torch.nn.Module", eager, make: Callable[[], Any]) -> None:
+        self.net, self.eager, self._make, self._compiled = net, eager, make, None
         self.tau = getattr(net, "tau", None)
+
+    @property
+    def compiled(self):
+        if self._compiled is None:
+            self._compiled = self._make()
+        return self._compiled
 
     def __call__(self, u: "torch.Tensor", *args: Any) -> "torch.Tensor":
         tau = getattr(self.net, "tau", None)
