@@ -399,7 +399,9 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
             times.append(t)
             states.append(first(u))
 
-    chunk = max(1, steps // (100 if want_states else 200))
+    # Chunks are for the plotted states and for progress; a multi-step kernel (pde2net.fastpath)
+    # is fastest in long calls, so without states short runs are one call and long ones 20 chunks.
+    chunk = max(1, steps // 100) if want_states else (steps if steps <= 200 else max(1, steps // 20))
     u, done = tracking.run(net, u0, steps, per_block, chunk, on_step)
     progress.close()
     if not want_states:
