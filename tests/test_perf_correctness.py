@@ -219,16 +219,17 @@ print(repr((code, sorted(m for m in ("torch", "networkx", "numpy") if m in sys.m
 
 
 @pytest.mark.parametrize("extra", [[], ["--json"]])
-def test_check_imports_neither_torch_nor_networkx_nor_numpy(extra):
-    """For an explicit spec: NumPy (0.15 s of start-up) is loaded only by FED's Leja ordering and
-    multigrid's factor, never by the explicit scheme's check."""
+def test_check_imports_neither_torch_nor_networkx(extra):
+    """``check`` never loads torch or networkx.  NumPy it does load: the floating-point check of
+    the flux (docs/theory.md §14) evaluates the network's op trees in real float32 and float64
+    arithmetic, which plain Python floats cannot do."""
     args = ["check", str(EXAMPLES / "perona_malik.pde")] + extra
     res = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr
     code, heavy = ast.literal_eval(res.stdout.strip().splitlines()[-1])
     assert code == 0
-    assert heavy == [], f"check imported {heavy}: keep them lazy (start-up time)"
+    assert heavy in ([], ["numpy"]), f"check imported {heavy}: keep them lazy (start-up time)"
 
 
 def test_check_json_verdict_unchanged_by_the_fast_range():

@@ -188,7 +188,7 @@ RUN_SPEC = "pde r\nfield u(x)\nequation dt(u) = dxx(u)\nsize N = 16\nscheme expl
 @pytest.mark.parametrize("data, needle", [
     (np.array([0.0, np.nan] + [1.0] * 14), "NaN or infinite"),
     (np.array([np.inf] * 16), "NaN or infinite"),
-    (np.zeros((2, 3, 16)), "shape"),
+    (np.zeros((2, 3, 16, 16)), "shape"),  # no 1D layout has four axes
     (np.zeros(16, dtype=np.complex128), "real numeric array"),
     (np.zeros(16, dtype=bool), "real numeric array"),
     (np.array(["a"] * 16), "real numeric array"),

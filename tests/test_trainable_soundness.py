@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pde2net
+from reference import dense_difference, flux_embedding
 
 EXTREMES = [0.0, 1e-45, -1e-45, 1e-20, -1e-20, 1e20, -1e20, 3e38, -3e38, 1.0, -1.0]
 PM_G = "diffusivity g(s2) = 1 / (1 + s2 / lambda^2)"
@@ -70,8 +71,11 @@ def network(case):
 def dense_axis(w, offset, n, boundary, image):
     """D along one axis for n points, from ``(D u)_i = sum_j w_j u_(i + j - o)``: neumann keeps the
     complete rows (1D) or puts them at nodes o .. o + n - K with zero rows elsewhere (2D);
-    periodic wraps (aliased taps summed), dirichlet extends by zeros."""
+    periodic wraps (aliased taps summed), dirichlet extends by zeros on both sides (the full
+    correlation, n + K - 1 rows: tests/reference.py)."""
     k = len(w)
+    if boundary == "dirichlet":
+        return dense_difference(w, offset, n, "dirichlet")
     if boundary == "neumann":
         rows = np.zeros((n - k + 1, n))
         for i in range(n - k + 1):
@@ -101,8 +105,9 @@ def dense_blocks(net, shape, boundary, offset):
             mats = [dense_axis(ws[0], offset, shape[0], boundary, False)]
         else:
             H, W = shape
-            mats = [np.kron(np.eye(H), dense_axis(ws[0], offset, W, boundary, True)),
-                    np.kron(dense_axis(ws[1], offset, H, boundary, True), np.eye(W))]
+            k = len(ws[0])  # both channels on the common flux grid (ghosts of a dirichlet axis)
+            mats = [np.kron(flux_embedding(k, offset, H, boundary), dense_axis(ws[0], offset, W, boundary, True)),
+                    np.kron(dense_axis(ws[1], offset, H, boundary, True), flux_embedding(k, offset, W, boundary))]
         lam = cert["params"].get("lambda")
         kind = net.arch.flux.text
         if "sqrt" in kind:
