@@ -440,11 +440,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _nonneg_float(text: str) -> float:
+    """A finite number >= 0 (nan, which would make every comparison pass, is refused)."""
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 <= v < float("inf")):
         raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
     return v
 
@@ -453,16 +454,6 @@ def _budget(text: str) -> float:
     v = _nonneg_float(text)
     if v > MAX_BUDGET:
         raise argparse.ArgumentTypeError(f"at most {MAX_BUDGET:g} seconds, got {text}")
-    return v
-
-
-def _tolerance(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (0 <= v < float("inf")):  # nan would make every comparison pass
-        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
     return v
 
 
@@ -672,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--backend", choices=("fused", "conv"), default="fused")
     c.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="the exported network's dtype (default float32)")
-    c.add_argument("--tolerance", type=_tolerance, default=None,
+    c.add_argument("--tolerance", type=_nonneg_float, default=None,
                    help="relative tolerance (default: 1e-5 for float32/float64, 1e-2 for float16/bfloat16)")
     c.set_defaults(func=cmd_export)
 

@@ -192,6 +192,16 @@ def is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def variables(op: Op) -> set[str]:
+    """The names of the ``var`` nodes of the tree (the argument and the params it uses)."""
+    if op.kind == "var":
+        return {op.name}
+    out: set[str] = set()
+    for a in op.args:
+        out |= variables(a)
+    return out
+
+
 # ------------------------------------------------------------------------------ evaluation
 def _numpy_lib() -> dict[str, Callable]:
     import numpy as np

@@ -86,21 +86,13 @@ def kernel_plan(arch: Architecture) -> dict:
     if op is None:
         raise Unsupported("no radial diffusivity g(s2)")
     params = dict(arch.flux.params)
-    fields = sorted(_var_names(op) - set(params))
+    fields = sorted(exprs.variables(op) - set(params))
     if len(fields) > 1:
         raise Unsupported(f"flux variables {fields}")
     return {"ndim": ndim, "boundary": boundary, "w": (w0, w1), "steps": arch.scheme.steps,
             "tau": arch.scheme.tau, "op": op, "var": fields[0] if fields else "",
             "params": params, "stencils": arch.stencils}
 
-
-def _var_names(op: exprs.Op) -> set[str]:
-    if op.kind == "var":
-        return {op.name}
-    out: set[str] = set()
-    for a in op.args:
-        out |= _var_names(a)
-    return out
 
 
 def scaled_update_weights(plan: dict) -> tuple[float, float]:
@@ -119,7 +111,7 @@ def c_expr(op: exprs.Op, var: str, params: list[str]) -> str:
     """C++ for the op tree in the element type ``T``; ``var`` is the field, params read ``P[k]``.
     Subtrees free of the field are computed in double and rounded once (hoisted by the compiler),
     as the eager module computes scalar arithmetic in Python floats."""
-    if var not in _var_names(op):
+    if var not in exprs.variables(op):
         return f"((T)({_c(op, var, params, 'double')}))"
     return _c(op, var, params, "T")
 

@@ -592,14 +592,6 @@ def network_trees(arch: Architecture) -> list[tuple[str, exprs.Op, str]]:
     return out
 
 
-def _free_vars(op: exprs.Op) -> set[str]:
-    if op.kind == "var":
-        return {op.name}
-    out: set[str] = set()
-    for a in op.args:
-        out |= _free_vars(a)
-    return out
-
 
 def float_sweep(dtype: Any, top: float) -> "np.ndarray":
     """Nonnegative magnitudes of ``dtype``: 0, the smallest subnormal, log-spaced magnitudes from
@@ -679,7 +671,7 @@ def float_check(trees: list[tuple[str, exprs.Op, str]], params: dict[str, float]
     big = float(np.finfo(dt).max)
     covered = []
     for label, op, arg in trees:
-        args = _free_vars(op) - set(params)
+        args = exprs.variables(op) - set(params)
         if len(args) > 1 or (args and args != {arg}):
             return FloatFacts(name, False, f"the op tree of {label} has unexpected variables {sorted(args)}")
         signed = arg not in (RADIAL_VAR, "s2")  # g(s2) takes |v|^2 >= 0; Phi and Phi/s take both signs
@@ -735,7 +727,7 @@ def _at_zero_as_computed(phi: DomainFacts, arch: Architecture) -> DomainFacts:
 
 def _arg_of(op: exprs.Op, params: dict[str, float], default: str) -> str:
     """The op tree's argument: its one variable that is not a param (``default`` if none)."""
-    args = sorted(_free_vars(op) - set(params))
+    args = sorted(exprs.variables(op) - set(params))
     return args[0] if len(args) == 1 else default
 
 
