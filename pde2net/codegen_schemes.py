@@ -49,11 +49,30 @@ def _square_weights(ir: StencilIR, scale) -> tuple[float, ...]:
     ``(w_j^2, order 2m)`` built exactly as layers.frozen_diagonal builds it, rounded once.
 
     Valid whenever no two taps of a row share a column: every boundary but a periodic grid shorter
-    than the stencil, where the live module squares the sums of the aliased taps instead
-    (``layers.aliased_diagonal``, which depends on the grid size and so is no fixed table)."""
+    than the stencil, where the source uses :func:`_aliased_table` (one table per such size)."""
     st = ir.stencil
     square = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
     return tuple(float(scale * w) for w in square.scaled)
+
+
+def _aliased_table(ir: StencilIR, scale) -> str:
+    """``{N: ((r, scale c_r^2), ...)}`` for every periodic grid of N < K points: the squared folded
+    weights of layers.aliased_diagonal (``c_r`` = the sum of the taps t with ``(t - o) mod N = r``,
+    exact, then rounded once), zero terms dropped as there.  ``{}`` unless the axis is periodic."""
+    st = ir.stencil
+    if ir.boundary != "periodic":
+        return "{}"
+    rows = []
+    for n in range(1, st.size):
+        folded = [0] * n
+        for t, w in enumerate(st.scaled):
+            folded[(t - st.offset) % n] += w
+        terms = [(r, float(scale * c * c)) for r, c in enumerate(folded)]
+        rows.append(f"{n}: (" + "".join(f"({r}, {c!r}), " for r, c in terms if c != 0.0) + ")")
+    return "{" + ", ".join(rows) + "}"
+
+
+_ALIASED_METHOD = '    @staticmethod\n    def aliased(g: torch.Tensor, table: tuple, dim: int) -> torch.Tensor:\n        """diag(tau D^T G D) along dim on a periodic grid shorter than the stencil (its taps alias):\n        G rolled by r, weighted by the squared folded weights (as layers.aliased_diagonal)."""\n        acc = None\n        for r, c in table:\n            term = c * torch.roll(g, shifts=r, dims=dim)\n            acc = term if acc is None else acc + term\n        return acc if acc is not None else torch.zeros_like(g)\n'
 
 
 def _table(arch: Architecture, scale, square: bool = False) -> str:
@@ -221,18 +240,33 @@ def _implicit_body(arch: Architecture, sch: Implicit) -> tuple[str, str, str]:
                  "        return x * scale\n")
         return attrs, block, "recurrent CG network"
     if sch.solver == "jacobi":
+        aliased = [_aliased_table(ir, sch.tau) for ir in arch.stencils]
         attrs += (f"    W2 = {_table(arch, sch.tau)}  # +tau W1\n"
                   f"    W2SQ = {_table(arch, sch.tau, square=True)}  # tau W1^2: diag(tau D^T G D)\n"
                   f"    omega = {float(sch.omega)!r}\n")
+        if any(t != "{}" for t in aliased):  # periodic grids shorter than the stencil: taps alias
+            table = aliased[0] if len(aliased) == 1 else "(" + ", ".join(aliased) + ")"
+            attrs += f"    W2SQ_ALIASED = {table}  # per grid size N < K\n" + _ALIASED_METHOD
         if len(arch.dims) == 1:
+            dt = "Dt(G, self.W2SQ)"
+            if aliased[0] != "{}":
+                dt = (f"(self.aliased(G, self.W2SQ_ALIASED[G.shape[-1]], -1) "
+                      f"if G.shape[-1] in self.W2SQ_ALIASED else {dt})")
             diag = ("        du = W1(u)\n"
                     "        G = diffusivity(du)\n"
                     "        G = G if isinstance(G, torch.Tensor) else torch.full_like(du, float(G))\n"
-                    "        diag = 1 + Dt(G, self.W2SQ)\n")
+                    f"        diag = 1 + {dt}\n")
         else:  # G is (B, 1, H, W): each axis's squared weights act on its one channel, then summed
+            parts = []
+            for k, (name, dim) in enumerate((("Dtx", -1), ("Dty", -2))):
+                part = f"{name}(g, self.W2SQ[{k}])"
+                if aliased[k] != "{}":
+                    part = (f"(self.aliased(g, self.W2SQ_ALIASED[{k}][g.shape[{dim}]], {dim}) "
+                            f"if g.shape[{dim}] in self.W2SQ_ALIASED[{k}] else {part})")
+                parts.append(part)
             diag = ("        G = diffusivity(W1(u))\n"
                     "        g = G[..., 0, :, :]\n"
-                    "        diag = 1 + (Dtx(g, self.W2SQ[0]) + Dty(g, self.W2SQ[1]))\n")
+                    f"        diag = 1 + ({parts[0]} + {parts[1]})\n")
         block = ('        """Damped Jacobi x <- x + omega (u - A x) / diag(A) from x = 0, A = I + tau D^T G D."""\n'
                  + diag
                  + "        x = torch.zeros_like(u)\n"
