@@ -125,6 +125,8 @@ _PAD_HELPER = '''
 def pad_last(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """Circular padding of the last axis (periodic boundary)."""
     n = x.shape[-1]
+    if left > n or right > n:  # a period shorter than the padding: wrap by index
+        return x.index_select(-1, torch.arange(-left, n + right, device=x.device) % n)
     return torch.cat([x[..., n - left:], x, x[..., :right]], dim=-1)
 '''
 
@@ -203,6 +205,8 @@ _PAD_DIM_HELPER = '''
 def pad_dim(x: torch.Tensor, left: int, right: int, dim: int) -> torch.Tensor:
     """Circular padding along dim (-1: x, -2: y; periodic boundary)."""
     n = x.shape[dim]
+    if left > n or right > n:  # a period shorter than the padding: wrap by index
+        return x.index_select(dim, torch.arange(-left, n + right, device=x.device) % n)
     return torch.cat([x.narrow(dim, n - left, left), x, x.narrow(dim, 0, right)], dim=dim)
 '''
 

@@ -32,8 +32,15 @@ def pad_last(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
         return x
     if mode == "circular":
         n = x.shape[-1]
+        if left > n or right > n:  # a period shorter than the padding: wrap by index
+            return x.index_select(-1, wrap_index(n, left, right, x.device))
         return torch.cat([x[..., n - left:], x, x[..., :right]], dim=-1)
     return F.pad(x, (left, right))
+
+
+def wrap_index(n: int, left: int, right: int, device=None) -> torch.Tensor:
+    """``[-left, ..., n + right - 1] mod n``: the nodes a circular padding reads, any width."""
+    return torch.arange(-left, n + right, device=device) % n
 
 
 def unpad_adjoint(y: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
@@ -42,6 +49,8 @@ def unpad_adjoint(y: torch.Tensor, left: int, right: int, mode: str) -> torch.Te
         return y
     n = y.shape[-1] - left - right
     core = y[..., left:left + n]
+    if mode == "circular" and (left > n or right > n):  # fold every wrapped copy back
+        return torch.zeros_like(core).index_add_(-1, wrap_index(n, left, right, y.device), y)
     if mode == "circular":
         core = core.clone()
         if left:
@@ -322,6 +331,8 @@ def pad_dim(x: torch.Tensor, left: int, right: int, mode: str, dim: int) -> torc
     if mode == "none" or left == right == 0:
         return x
     n = x.shape[dim]
+    if mode == "circular" and (left > n or right > n):  # a period shorter than the padding
+        return x.index_select(dim, wrap_index(n, left, right, x.device))
     if mode == "circular":
         return torch.cat([x.narrow(dim, n - left, left), x, x.narrow(dim, 0, right)], dim=dim)
     return F.pad(x, (left, right) if dim == -1 else (0, 0, left, right))
@@ -333,6 +344,8 @@ def unpad_dim(y: torch.Tensor, left: int, right: int, mode: str, dim: int) -> to
         return y
     n = y.shape[dim] - left - right
     core = y.narrow(dim, left, n)
+    if mode == "circular" and (left > n or right > n):  # fold every wrapped copy back
+        return torch.zeros_like(core).index_add_(dim, wrap_index(n, left, right, y.device), y)
     if mode == "circular":
         core = core.clone()
         if left:

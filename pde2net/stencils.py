@@ -296,7 +296,7 @@ def _pad_numpy(x: np.ndarray, left: int, right: int, mode: str) -> np.ndarray:
         return x
     if mode == "circular":
         n = x.shape[-1]
-        return np.concatenate([x[..., n - left:] if left else x[..., :0], x, x[..., :right]], axis=-1)
+        return np.take(x, np.arange(-left, n + right) % n, axis=-1)  # any width, wrapping
     return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(left, right)])
 
 
