@@ -101,14 +101,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(check_text(prog))
+        from .codegen_learned import check_text as learned_check_text
+
+        print(learned_check_text(prog) if prog.learned else check_text(prog))
     return EXIT_FAILED if args.strict and not report.stable else EXIT_OK
 
 
 # ------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
     prog = load(args.file)
-    src = prog.source()
+    if getattr(args, "weights", None):
+        from .codegen_learned import load_weights
+
+        src = prog.source(load_weights(prog, args.weights))
+    else:
+        src = prog.source()
     if args.output:
         Path(args.output).write_text(src, encoding="utf-8")
         print(f"wrote {args.output}: class {prog.arch.class_name} ({prog.stability.verdict})",
@@ -371,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: pde2net compile examples/perona_malik.pde -o pm.py")
     c.add_argument("file")
     c.add_argument("-o", "--output", help="output .py file (default: standard output)")
+    c.add_argument("--weights", help="a learned bank's trained state_dict (torch.save of "
+                   "prog.module(trainable=True).state_dict()): emit the trained network")
     c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("run", help="run the network on a signal or an image",
