@@ -68,15 +68,35 @@ def activation_options(arch: Architecture, model: "Model", report: StabilityRepo
     return {"activation": RatioActivation(ratio, ratio_numpy, L, f"Phi(s) = {flux.text}")}
 
 
+def spec_network_class() -> type:
+    """:class:`~pde2net.nn.StableResNet` taking the language's layouts: (N,), (B, N) or
+    (B, 1, N) in 1D, (H, W), (B, H, W) or (B, 1, H, W) in 2D; the output has the input's shape."""
+    from .nn import StableResNet
+
+    class SpecStableResNet(StableResNet):
+        @property
+        def steps(self) -> int:
+            return self.depth
+
+        def forward(self, u: "torch.Tensor") -> "torch.Tensor":
+            d = self.block(0).dim
+            if u.dim() < d:
+                raise ValueError(f"expected a {d}D field of shape {'(N,)' if d == 1 else '(H, W)'}"
+                                 f" with optional batch and channel axes; got {tuple(u.shape)}")
+            x = u.reshape(-1, 1, *u.shape[u.dim() - d:])
+            return super().forward(x).reshape(u.shape)
+
+    return SpecStableResNet
+
+
 def build_module(arch: Architecture, model: "Model", report: StabilityReport,
                  trainable: bool = True) -> "StableResNet":
     """The spec's :class:`~pde2net.nn.StableResNet` at its initial values (torch's global RNG);
-    ``trainable=False`` freezes every parameter (``requires_grad = False``)."""
-    from .nn import StableResNet
-
+    ``trainable=False`` freezes every parameter (``requires_grad = False``).  Inputs as the
+    language's layouts (:func:`spec_network_class`)."""
     sch: LearnedBank = arch.scheme
-    net = StableResNet(sch.steps, channels=1, filters=sch.filters, size=sch.size, dim=sch.dim,
-                       **activation_options(arch, model, report))
+    net = spec_network_class()(sch.steps, channels=1, filters=sch.filters, size=sch.size,
+                               dim=sch.dim, **activation_options(arch, model, report))
     if not trainable:
         net.requires_grad_(False)
     return net
@@ -155,8 +175,9 @@ def emit_source(arch: Architecture, report: StabilityReport, net: "StableResNet"
         lines.append(f"VALUES = {_pretty([e['values'] for e in blocks])}")
     lines += [helper.strip("\n"), "", "", phi_src, "", "",
               f"class {arch.class_name}(nn.Module):",
-              f'    """{sch.steps} blocks u <- u - tau_i W_i^T Phi(W_i u); input (B, 1, '
-              f'{"N" if sch.dim == 1 else "H, W"}), any float dtype."""',
+              f'    """{sch.steps} blocks u <- u - tau_i W_i^T Phi(W_i u); input '
+              f'{"(N,), (B, N) or (B, 1, N)" if sch.dim == 1 else "(H, W), (B, H, W) or (B, 1, H, W)"}'
+              f', any float dtype; output the same shape."""',
               "",
               "    def __init__(self) -> None:",
               "        super().__init__()",
@@ -166,13 +187,15 @@ def emit_source(arch: Architecture, report: StabilityReport, net: "StableResNet"
         lines.append("        self.register_buffer('values', torch.tensor(VALUES, dtype=torch.float64))")
     lines += ["",
               "    def forward(self, u: torch.Tensor) -> torch.Tensor:",
+              "        shape = u.shape",
+              f"        u = u.reshape(-1, 1, *shape[len(shape) - {sch.dim}:])",
               f"        for i in range({sch.steps}):",
               "            w = self.weights[i].to(u.dtype)",
               f"            s = F.{conv}(u, w, padding={sch.size // 2})",
               f"            z = phi(s{', self.values[i]' if learned else ''})",
               f"            u = u - self.taus[i].to(u.dtype) * F.conv_transpose{sch.dim}d("
               f"z, w, padding={sch.size // 2})",
-              "        return u", ""]
+              "        return u.reshape(shape)", ""]
     return "\n".join(line for line in lines if line is not None)
 
 
