@@ -270,14 +270,16 @@ def load_weights(prog: Any, path: str) -> "StableResNet":
     except Exception as exc:  # noqa: BLE001 - any unreadable or foreign file is the user's input
         raise PdeError(f"cannot read the weights {path}: {exc}", None, None,
                        "a file written by torch.save(net.state_dict(), PATH)") from None
-    net = prog.module(trainable=True)
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise PdeError(f"{path} is not a state_dict", None, None,
                        "torch.save(net.state_dict(), PATH)")
+    # build in the saved precision: loading float64 values into float32 parameters rounds them
+    wide = any(t.dtype == torch.float64 for t in state.values())
+    net = prog.module(trainable=True, dtype=torch.float64 if wide else None)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise PdeError(f"the weights in {path} do not fit this spec's network: "
                        f"{str(exc).splitlines()[0]}", None, None,
                        "weights of prog.module(trainable=True) for this spec") from None
-    return net.double() if any(t.dtype == torch.float64 for t in state.values()) else net
+    return net
