@@ -350,6 +350,11 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
         "stencil", "stencil 1", "stencil [1, -1]", "stencil [1, -1] 0", "stencil [] @ 0",
         "stencil [1, -1 @ 0", "stencil (1, -1) @ 0",
     ],
+    "the scheme's settings in parentheses, e.g. 'scheme explicit(tau = 0.25, steps = 100)'": [
+        "scheme explicit", "scheme explicit tau = 1", "scheme explicit(tau)", "scheme explicit(tau = 1",
+        "scheme explicit(tau = 1,)", "scheme explicit(1)", "scheme explicit(tau = 1 steps = 2)",
+    ],
+    # last: the binding states they share with the scheme's examples keep the scheme's label
     "settings NAME = VALUE in parentheses, e.g. 'stencil learned(size = 3, filters = 8)'": [
         "stencil learned(3)", "stencil learned(size)", "stencil learned(size = 3",
         "stencil learned(size = 3,)", "stencil learned(size = 3 filters = 8)",
@@ -357,10 +362,6 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "a learned diffusivity's settings, e.g. 'diffusivity g(s2) = learned(knots = 16, L = 1)'": [
         "diffusivity g(s2) = learned(knots = 16", "diffusivity g(s2) = learned(knots = 16,)",
         "diffusivity g(s2) = learned(knots = 16 L = 1)",
-    ],
-    "the scheme's settings in parentheses, e.g. 'scheme explicit(tau = 0.25, steps = 100)'": [
-        "scheme explicit", "scheme explicit tau = 1", "scheme explicit(tau)", "scheme explicit(tau = 1",
-        "scheme explicit(tau = 1,)", "scheme explicit(1)", "scheme explicit(tau = 1 steps = 2)",
     ],
 }
 
