@@ -64,7 +64,9 @@ def activation_options(arch: Architecture, model: "Model", report: StabilityRepo
     def ratio_numpy(s):
         return exprs.evaluate(op, flux.env(s), lib_n)
 
-    L = float_up(sp.sympify(report.exact["L"])) if report.exact.get("L") else float(report.L)
+    from .stability import flux_facts
+
+    L = float_up(flux_facts(model.flux_value).L)  # exact: proven when report.stable
     return {"activation": RatioActivation(ratio, ratio_numpy, L, f"Phi(s) = {flux.text}")}
 
 
