@@ -403,7 +403,8 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
     if defs.boundary:
         _check_boundary(defs.boundary, defs.field.dims, src)
     learned = _check_learned_stencil(defs, params, src)
-    if defs.stencil and defs.stencil.kind and defs.stencil.kind.text not in NAMED_STENCILS and not learned:
+    named = defs.stencil and defs.stencil.kind and not learned
+    if named and defs.stencil.kind.text not in NAMED_STENCILS:
         k = defs.stencil.kind
         raise PdeError(f"unknown stencil '{k.text}'", k.pos, src,
                        did_you_mean(k.text, NAMED_STENCILS) + " or a weight list '[w0, ...] @ OFFSET'")
@@ -544,7 +545,7 @@ def _check_learned_scheme(defs: "_Defs", src: Source) -> None:
                        "the adjoint, docs/theory.md §13)", where, src, "boundary dirichlet")
 
 
-def _learned_choice(spec: ast.Spec, src: Source, values: dict[str, sp.Expr], ndim: int
+def _learned_choice(spec: ast.Spec, src: Source, values: dict[str, sp.Expr]
                     ) -> Optional[LearnedChoice]:
     """The checked values of the learned forms (None when the spec has no learned bank)."""
     st = next((s for s in spec.statements if isinstance(s, ast.StencilStmt)), None)
@@ -571,7 +572,8 @@ def _learned_values(bindings: tuple[ast.Binding, ...], keys: dict[str, tuple[str
             out[k] = _positive(b.value, src, values, f"{what} {k}")
     if "knots" in out and out["knots"] < 2:
         b = next(b for b in bindings if b.name.text == "knots")
-        raise PdeError(f"knots must be at least 2, got {out['knots']}", b.value.pos, src, "knots = 2, 3, ...")
+        raise PdeError(f"knots must be at least 2, got {out['knots']}", b.value.pos, src,
+                       "knots = 2, 3, ...")
     return out
 
 
@@ -840,12 +842,12 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
     size = _size(st.get(ast.SizeStmt), src, values, len(dims))
     boundary = boundary_kinds(st.get(ast.BoundaryStmt), dims)
-    learned = _learned_choice(spec, src, values, len(dims))
+    learned = _learned_choice(spec, src, values)
     stencil = _stencil(st.get(ast.StencilStmt), src, values) if learned is None else \
         StencilChoice(LEARNED, pos=learned.pos)
     if learned is not None and learned.diffusivity is not None and not form.flux.has(LEARNED_G):
-        raise PdeError(f"the learned diffusivity '{learned.diffusivity}' is not used in the equation",
-                       eq.rhs.pos, src, f"an equation that calls {learned.diffusivity}(...)")
+        raise PdeError(f"the learned diffusivity '{learned.diffusivity}' is not used in the "
+                       f"equation", eq.rhs.pos, src, f"an equation that calls {learned.diffusivity}(...)")
     sch: ast.SchemeStmt = st[ast.SchemeStmt]
     settings = _settings(sch, src, values)
     positions["scheme"] = sch.pos
