@@ -653,4 +653,6 @@ def lower(model: Model) -> Architecture:
 def min_points(arch: Architecture) -> int:
     """The fewest grid points a network input may have along every axis: a valid correlation
     (neumann) needs K points; the padded ones (periodic, dirichlet) one."""
-    return max(st.stencil.size if st.boundary == "neumann" else 1 for st in arch.stencils)
+    # a learned bank has no fixed stencils: zero padding, one point suffices
+    return max((st.stencil.size if st.boundary == "neumann" else 1 for st in arch.stencils),
+               default=1)
