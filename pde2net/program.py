@@ -70,7 +70,8 @@ class Program:
         first access to ``__doc__``).
 
         A spec with ``stencil learned(...)`` gives a :class:`pde2net.nn.StableResNet` (depth =
-        steps; ``backend`` does not apply) at its initial values (torch's global RNG), with
+        steps, each block its own bank, tau and diffusivity; ``backend`` and ``shared`` do not
+        apply) at its initial values (torch's global RNG), with
         ``net.certificate()`` and ``net.verify()``; without ``trainable=True`` its parameters
         are frozen (``requires_grad = False``), an untrained network.
         """
