@@ -340,3 +340,13 @@ def test_weights_on_a_fixed_spec_are_refused():
                         "scheme explicit(tau = 0.25, steps = 2)\n")
     with pytest.raises(PdeError, match="learned stencil bank"):
         heat.source(prog.module(trainable=True))
+
+
+@pytest.mark.parametrize("text", [LEARNED_2D, FIXED_PM_1D])
+def test_spec_network_verify_passes_after_training(text):
+    torch.manual_seed(4)
+    prog = compile_text(text)
+    net = prog.module(trainable=True, dtype=torch.float64)
+    train_a_little(net, (2, 1, 8, 8) if "u(x, y)" in text else (2, 1, 16))
+    report = net.verify()
+    assert report["ok"], report
