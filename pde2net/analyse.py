@@ -123,6 +123,32 @@ class StencilChoice:
 
 
 @dataclass(frozen=True)
+class LearnedChoice:
+    """``stencil learned(size = K, filters = F)`` and, if written,
+    ``diffusivity g(s2) = learned(knots = N, L = EXPR, s_max = EXPR)``: the spec compiles to a
+    trainable stable filter-bank network (docs/theory.md §13)."""
+
+    size: int
+    filters: int
+    diffusivity: Optional[str] = None  # the learned diffusivity's name, None: the fixed flux
+    knots: int = 16
+    L: sp.Expr = sp.Integer(1)
+    s_max: sp.Expr = sp.Integer(3)
+    pos: Optional[Pos] = None
+
+
+#: keys of the learned forms: key -> (kind, default); "int" positive integer up to the limit
+LEARNED_STENCIL_KEYS: dict[str, tuple[str, object]] = {"size": ("int", 3), "filters": ("int", 8)}
+LEARNED_DIFFUSIVITY_KEYS: dict[str, tuple[str, object]] = {
+    "knots": ("int", 16), "L": ("real", sp.Integer(1)), "s_max": ("real", sp.Integer(3))}
+LEARNED_LIMITS = {"size": 15, "filters": 1024, "knots": 1024}
+LEARNED = "learned"
+#: the learned diffusivity inside the sympy model: an undefined function of s^2 (never lowered
+#: to an op tree; the network evaluates its own parametrised g)
+LEARNED_G = sp.Function("learned'g")
+
+
+@dataclass(frozen=True)
 class Model:
     """The PDE in normal form ``u_t = -D* Phi(D u)`` with D = d^m (1D) or grad (2D).
 
@@ -150,6 +176,7 @@ class Model:
     settings: dict[str, Setting]
     source: Source
     positions: dict[str, Pos] = dc_field(default_factory=dict)
+    learned: Optional["LearnedChoice"] = None  # a learned stencil bank (and diffusivity)
 
     @property
     def ndim(self) -> int:
@@ -235,8 +262,14 @@ def check_spec(spec: ast.Spec) -> ast.Spec:
                 raise PdeError(f"the argument '{st.arg.text}' hides the {defined[st.arg.text][0]} "
                                f"of the same name", st.arg.pos, src, "a fresh argument name")
             funcs = {f.name.text: f for f in defs.functions}
-            _check_expr(st.body, src, set(_names(defined, "param")) | {st.arg.text}, funcs,
-                        allow_deriv=False)
+            if isinstance(st.body, ast.LearnedBody):
+                _check_learned_bindings(st.body.func, st.body.bindings, LEARNED_DIFFUSIVITY_KEYS,
+                                        "diffusivity g(s2) = learned(knots = 16, L = 1)",
+                                        set(_names(defined, "param")), src)
+            else:
+                _check_not_learned_call(st.body, src)
+                _check_expr(st.body, src, set(_names(defined, "param")) | {st.arg.text}, funcs,
+                            allow_deriv=False)
             defs.functions.append(st)
         elif isinstance(st, ast.FieldStmt):
             define(st.name, "field")
@@ -371,7 +404,9 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
     params = set(_names(defined, "param"))
     if defs.boundary:
         _check_boundary(defs.boundary, defs.field.dims, src)
-    if defs.stencil and defs.stencil.kind and defs.stencil.kind.text not in NAMED_STENCILS:
+    learned = _check_learned_stencil(defs, params, src)
+    named = defs.stencil and defs.stencil.kind and not learned
+    if named and defs.stencil.kind.text not in NAMED_STENCILS:
         k = defs.stencil.kind
         raise PdeError(f"unknown stencil '{k.text}'", k.pos, src,
                        did_you_mean(k.text, NAMED_STENCILS) + " or a weight list '[w0, ...] @ OFFSET'")
@@ -423,10 +458,125 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
         b = next(b for b in sch.bindings if b.name.text == "time")
         raise PdeError(f"give either '{COUNT_KEY[kind]}' or 'time', not both", b.name.pos, src,
                        f"scheme {kind}(..., time = T) or scheme {kind}(..., {COUNT_KEY[kind]} = N)")
+    if learned:
+        _check_learned_scheme(defs, src)
+        return
     for k in SCHEME_REQUIRED[kind]:
         if k not in given:
             example = ", ".join(f"{r} = ..." for r in SCHEME_REQUIRED[kind])
             raise PdeError(f"the {kind} scheme needs '{k}'", sch.pos, src, f"scheme {kind}({example})")
+
+
+# ------------------------------------------------------------------ the learned forms
+def _check_learned_bindings(func: ast.Ident, bindings: tuple[ast.Binding, ...],
+                            keys: dict[str, tuple[str, object]], example: str, params: set[str],
+                            src: Source) -> None:
+    """``learned(key = value, ...)``: the word ``learned``, known keys, each once, values over
+    params (their kinds are checked when the values are built)."""
+    if func.text != LEARNED:
+        raise PdeError(f"unknown learned form '{func.text}(...)'", func.pos, src,
+                       did_you_mean(func.text, [LEARNED]) + f" (e.g. '{example}')")
+    seen: set[str] = set()
+    for b in bindings:
+        if b.name.text not in keys:
+            raise PdeError(f"'{b.name.text}' is not a setting of learned(...)", b.name.pos, src,
+                           did_you_mean(b.name.text, keys))
+        if b.name.text in seen:
+            raise PdeError(f"'{b.name.text}' is given twice", b.name.pos, src, "each setting once")
+        seen.add(b.name.text)
+        _check_expr(b.value, src, params, {}, allow_deriv=False)
+
+
+def _check_not_learned_call(e: ast.Expr, src: Source) -> None:
+    """``learned(16, 1)`` (positional) is a call of an unknown function: say how to write it."""
+    if isinstance(e, ast.Call) and e.func == LEARNED:
+        raise PdeError("learned(...) takes settings NAME = VALUE", e.pos, src,
+                       "diffusivity g(s2) = learned(knots = 16, L = 1)")
+
+
+def _check_learned_stencil(defs: "_Defs", params: set[str], src: Source) -> bool:
+    """Checks ``stencil learned(...)`` and the forms around it; True when the spec has one.
+    A learned diffusivity without a learned bank, and settings in parentheses on another
+    stencil, are refused here."""
+    st = defs.stencil
+    learned_g = [f for f in defs.functions if isinstance(f.body, ast.LearnedBody)]
+    if st is not None and st.kind is not None and st.bindings is not None:
+        if st.kind.text != LEARNED:
+            raise PdeError(f"stencil '{st.kind.text}' takes no settings", st.kind.pos, src,
+                           did_you_mean(st.kind.text, [LEARNED, *NAMED_STENCILS])
+                           + " (settings only for 'stencil learned(size = 3, filters = 8)')")
+        _check_learned_bindings(st.kind, st.bindings, LEARNED_STENCIL_KEYS,
+                                "stencil learned(size = 3, filters = 8)", params, src)
+        if len(learned_g) > 1:
+            raise PdeError("a second learned diffusivity", learned_g[1].pos, src,
+                           "one learned diffusivity per spec")
+        return True
+    if st is not None and st.kind is not None and st.kind.text == LEARNED:
+        raise PdeError("a learned stencil needs its settings", st.kind.pos, src,
+                       "stencil learned(size = 3, filters = 8)")
+    if learned_g:
+        raise PdeError(f"the learned diffusivity '{learned_g[0].name.text}' needs a learned "
+                       f"stencil bank", learned_g[0].body.pos, src,
+                       "a line 'stencil learned(size = 3, filters = 8)' (and 'boundary dirichlet')")
+    return False
+
+
+def _check_learned_scheme(defs: "_Defs", src: Source) -> None:
+    """A learned bank is the explicit scheme ``u <- u - tau W^T Phi(W u)`` with depth = steps and
+    tau parametrised (docs/theory.md §13): no other scheme, tau absent or ``auto``, no ``time``;
+    zero padding, so the boundary must be dirichlet on every axis (reflect or replicate padding
+    would break the adjoint)."""
+    sch = defs.scheme
+    if sch.kind.text != "explicit":
+        raise PdeError(f"a learned stencil bank needs the explicit scheme, not '{sch.kind.text}'",
+                       sch.kind.pos, src, "scheme explicit(steps = N)")
+    for b in sch.bindings:
+        if b.name.text == "time":
+            raise PdeError("a learned network has no stopping time (its step is learned)",
+                           b.name.pos, src, "scheme explicit(steps = N)")
+        if b.name.text == "tau" and not (isinstance(b.value, ast.Name) and b.value.id == AUTO):
+            raise PdeError("the step of a learned bank is parametrised, tau = theta 2/(L B(W)) "
+                           "with theta < 1, so that tau L B(W) < 2 for every parameter value",
+                           getattr(b.value, "pos", b.name.pos), src, "tau = auto, or no tau")
+    kinds = boundary_kinds(defs.boundary, tuple(d.text for d in defs.field.dims))
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    if any(k != "dirichlet" for k in kinds):
+        where = defs.boundary.pos if defs.boundary is not None else defs.stencil.pos
+        raise PdeError("a learned stencil bank uses zero padding: its transposed conv is the exact "
+                       "adjoint only with 'boundary dirichlet' (reflect / replicate padding break "
+                       "the adjoint, docs/theory.md §13)", where, src, "boundary dirichlet")
+
+
+def _learned_choice(spec: ast.Spec, src: Source, values: dict[str, sp.Expr]
+                    ) -> Optional[LearnedChoice]:
+    """The checked values of the learned forms (None when the spec has no learned bank)."""
+    st = next((s for s in spec.statements if isinstance(s, ast.StencilStmt)), None)
+    if st is None or st.bindings is None:
+        return None
+    got = _learned_values(st.bindings, LEARNED_STENCIL_KEYS, src, values, "stencil learned")
+    g = next((f for f in spec.statements
+              if isinstance(f, ast.FunctionStmt) and isinstance(f.body, ast.LearnedBody)), None)
+    if g is None:
+        return LearnedChoice(got["size"], got["filters"], pos=st.pos)
+    gv = _learned_values(g.body.bindings, LEARNED_DIFFUSIVITY_KEYS, src, values, "learned")
+    return LearnedChoice(got["size"], got["filters"], g.name.text, gv["knots"], gv["L"],
+                         gv["s_max"], st.pos)
+
+
+def _learned_values(bindings: tuple[ast.Binding, ...], keys: dict[str, tuple[str, object]],
+                    src: Source, values: dict[str, sp.Expr], what: str) -> dict[str, object]:
+    out = {k: default for k, (_, default) in keys.items()}
+    for b in bindings:
+        k = b.name.text
+        if keys[k][0] == "int":
+            out[k] = _positive_int(b.value, src, values, f"{what} {k}", LEARNED_LIMITS[k])
+        else:
+            out[k] = _positive(b.value, src, values, f"{what} {k}")
+    if "knots" in out and out["knots"] < 2:
+        b = next(b for b in bindings if b.name.text == "knots")
+        raise PdeError(f"knots must be at least 2, got {out['knots']}", b.value.pos, src,
+                       "knots = 2, 3, ...")
+    return out
 
 
 # ------------------------------------------------------------- pass 2: AST -> sympy objects
@@ -678,7 +828,8 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     kinds: dict[str, str] = {}
     for f in (s for s in spec.statements if isinstance(s, ast.FunctionStmt)):
         arg = sp.Symbol(f"{f.arg.text}'arg", real=True)
-        body = _Builder(src, {**scope, f.arg.text: arg}, funcs)(f.body)
+        body = (LEARNED_G(arg) if isinstance(f.body, ast.LearnedBody)
+                else _Builder(src, {**scope, f.arg.text: arg}, funcs)(f.body))
         funcs[f.name.text], kinds[f.name.text] = (arg, body), f.kind
     fld: ast.FieldStmt = st[ast.FieldStmt]
     eq: ast.EquationStmt = st[ast.EquationStmt]
@@ -697,7 +848,12 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
     size = _size(st.get(ast.SizeStmt), src, values, len(dims))
     boundary = boundary_kinds(st.get(ast.BoundaryStmt), dims)
-    stencil = _stencil(st.get(ast.StencilStmt), src, values)
+    learned = _learned_choice(spec, src, values)
+    stencil = _stencil(st.get(ast.StencilStmt), src, values) if learned is None else \
+        StencilChoice(LEARNED, pos=learned.pos)
+    if learned is not None and learned.diffusivity is not None and not form.flux.has(LEARNED_G):
+        raise PdeError(f"the learned diffusivity '{learned.diffusivity}' is not used in the "
+                       f"equation", eq.rhs.pos, src, f"an equation that calls {learned.diffusivity}(...)")
     sch: ast.SchemeStmt = st[ast.SchemeStmt]
     settings = _settings(sch, src, values)
     positions["scheme"] = sch.pos
@@ -710,7 +866,7 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
         flux=flux, params=values, param_symbols=symbols, diffusivity=diffusivity,
         linear=form.linear, factor=form.factor, rhs=rhs, equation_text=unparse(eq.rhs),
         grid=grid, size=size, boundary=boundary, stencil=stencil, scheme=sch.kind.text,
-        settings=settings, source=src, positions=positions,
+        settings=settings, source=src, positions=positions, learned=learned,
     )
 
 

@@ -135,7 +135,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        print(check_text(prog))
+        from .codegen_learned import check_text as learned_check_text
+
+        print(learned_check_text(prog) if prog.learned else check_text(prog))
     return EXIT_FAILED if args.strict and not report.stable else EXIT_OK
 
 
@@ -143,7 +145,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     _output_path(args.output, "-o/--output")
     prog = _load(args)
-    src = prog.source()
+    if getattr(args, "weights", None):
+        from .codegen_learned import load_weights
+
+        src = prog.source(load_weights(prog, args.weights))
+    else:
+        src = prog.source()
     if args.output:
         Path(args.output).write_text(src, encoding="utf-8")
         print(f"wrote {args.output}: class {prog.arch.class_name} ({prog.stability.verdict})",
@@ -416,6 +423,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     _output_path(args.counterexample, "--counterexample")
     prog = _load(args)
+    if prog.learned:
+        return _verify_learned(prog, args)
     report = verify.verify(prog, size=args.size, seed=args.seed, budget=args.budget)
     saved = None
     if args.counterexample and report.counterexample is not None:
@@ -437,6 +446,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not report.consistent:
         print("pde2net verify: VERIFICATION FAILED: " + "; ".join(report.failures), file=sys.stderr)
     return report.exit_status
+
+
+def _verify_learned(prog: Program, args: argparse.Namespace) -> int:
+    """A learned filter bank at its initial parameters: the network's own check against its dense
+    NumPy reference (``StableResNet.verify``: the certificate with the dense norm, no growth on the
+    top singular vector and stress inputs); exit 1 if it fails.  A trained network is checked in
+    Python with ``net.verify()``."""
+    if args.counterexample:
+        raise PdeError("--counterexample: a learned bank's check searches no counterexample", None,
+                       Source("", "--counterexample"), "pde2net verify FILE (without --counterexample)")
+    result = prog.module(trainable=True).verify(size=args.size, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(f"{prog.name}: learned filter bank at its initial parameters: "
+              f"{'CONSISTENT' if result['ok'] else 'FAILED'} (the certificate of docs/theory.md §13, "
+              f"checked against a dense NumPy float64 reference; a trained network: net.verify())")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
 def _nonneg_float(text: str) -> float:
@@ -560,6 +587,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     _output_path(args.output, "-o/--output")
     prog = _load(args)
+    if prog.learned:
+        raise PdeError("graph: the layer graph of a learned filter bank is not drawn yet", None,
+                       Source("", args.file), "print(prog.module(trainable=True)) for its layers")
     g = architecture_graph(prog.arch)
     if not args.output:
         sys.stdout.write(to_dot(g))
@@ -598,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     _add_spec_options(c)
     c.add_argument("-o", "--output", help="output .py file (default: standard output)")
+    c.add_argument("--weights", help="a learned bank's trained state_dict (torch.save of "
+                   "prog.module(trainable=True).state_dict()): emit the trained network")
     c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("run", help="run the network on a signal or an image",

@@ -586,8 +586,59 @@ def galerkin_kernel(a: tuple[sp.Expr, ...], r: tuple[sp.Expr, ...]) -> tuple[sp.
     return tuple(sp.nsimplify(out[e]) for e in range(-bc, bc + 1))
 
 
+@dataclass(frozen=True)
+class LearnedBank:
+    """A trainable stable filter-bank network (docs/theory.md §13): ``steps`` blocks
+
+        u <- u - tau sum_k W_k^T Phi_k(W_k u),    k = 1..filters,
+
+    each with its own learned bank W (``filters`` stencils of ``size`` taps, ``size x size`` in
+    2D, zero padding: the dirichlet boundary) and ``tau = theta 2 / (L B2(W))``, theta < 1, so
+    ``tau L ||W||^2 < 2`` for every parameter value.  ``Phi(s) = s scale g(s^2)``: with
+    ``learned_g`` g is ``L sigmoid`` of a ``knots``-point radial-basis expansion on [0, s_max]
+    (values in [0, L] for every parameter value); otherwise Phi is the spec's fixed flux
+    (``Architecture.flux``), its bound L derived by the stability pass."""
+
+    steps: int
+    size: int
+    filters: int
+    dim: int
+    learned_g: bool
+    knots: int = 16
+    L: sp.Expr = sp.Integer(1)
+    s_max: sp.Expr = sp.Integer(3)
+    scale: sp.Expr = sp.Integer(1)
+
+
+def lower_learned(model: Model) -> Architecture:
+    """A spec with ``stencil learned(...)`` -> an Architecture whose scheme is a
+    :class:`LearnedBank` (no fixed stencils; the flux op tree only for a fixed diffusivity)."""
+    from .analyse import LEARNED_G
+
+    ch = model.learned
+    flux = None
+    scale = sp.Integer(1)
+    if ch.diffusivity is None:
+        flux = lower_flux(model)
+    else:
+        scale = sp.simplify(model.flux_value / (LEARNED_G(S ** 2) * S))
+        if not (scale.is_number and scale.is_extended_real and scale > 0):
+            raise model.error(f"the learned diffusivity must enter the flux as c * s * "
+                              f"{ch.diffusivity}(s^2) with a constant c > 0; found Phi(s) = "
+                              f"{show(model.flux_value)}", "equation",
+                              f"dt(u) = dx({ch.diffusivity}(dx(u)^2) * dx(u)) or "
+                              f"div({ch.diffusivity}(norm(grad(u))^2) * grad(u))")
+    scheme = LearnedBank(int(model.setting("steps")), ch.size, ch.filters, model.ndim,
+                         ch.diffusivity is not None, ch.knots, ch.L, ch.s_max, scale)
+    return Architecture(
+        name=model.name, class_name=class_name(model.name), dims=model.dims, order=model.order,
+        stencils=(), flux=flux, scheme=scheme, equation_text=model.equation_text, size=model.size)
+
+
 def lower(model: Model) -> Architecture:
     """Model -> Architecture (raises PdeError for what cannot be built yet)."""
+    if model.learned is not None:
+        return lower_learned(model)
     if model.ndim == 2 and model.order != 1:  # the 2D recogniser only builds m = 1; keep it honest
         raise model.error("2D fields support second-order diffusion only", "field", "field u(x)")
     return Architecture(
@@ -600,4 +651,6 @@ def lower(model: Model) -> Architecture:
 def min_points(arch: Architecture) -> int:
     """The fewest grid points a network input may have along every axis: a valid correlation
     (neumann) needs K points; the padded ones (periodic, dirichlet) one."""
-    return max(st.stencil.size if st.boundary == "neumann" else 1 for st in arch.stencils)
+    # a learned bank has no fixed stencils: zero padding, one point suffices
+    return max((st.stencil.size if st.boundary == "neumann" else 1 for st in arch.stencils),
+               default=1)

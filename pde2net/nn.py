@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Activation", "PeronaMalik", "Charbonnier", "Linear", "ReLU", "LeakyReLU", "Tanh",
-           "SiLU", "LearnedDiffusivity", "make_activation", "bound_b1", "bound_b2", "bound_grid",
+           "SiLU", "LearnedDiffusivity", "RatioActivation", "make_activation", "bound_b1",
+           "bound_b2", "bound_grid",
            "grid_correction", "autocorrelations", "dense_bank", "BlockCertificate",
            "NetCertificate", "StableBlock", "StableResNet"]
 
@@ -292,6 +293,33 @@ class LearnedDiffusivity(Activation):
 
     def extra_repr(self) -> str:
         return f"knots={self.knots}, L={self.L:g}, s_max={self.s_max:g}, filters={self.filters}"
+
+
+class RatioActivation(Activation):
+    """A fixed flux given by its diffusivity ``r(s) = Phi(s)/s``, proven to lie in [0, L]:
+    ``Phi(s) = s * clamp(nan_to_num(r(s)), 0, L)``.  The clamp changes nothing where r is what
+    was proven, and makes ``0 <= Phi(s)/s <= L`` hold in float by construction (rounding, or an
+    overflow of r's expression far out, cannot break the certificate).  ``ratio`` (torch) and
+    ``ratio_numpy`` (NumPy float64, the reference) evaluate r; a constant may come back as a
+    Python float.  Used for the fixed diffusivity of a ``.pde`` spec with a learned bank."""
+
+    def __init__(self, ratio: Any, ratio_numpy: Any, L: float, name: str = "fixed") -> None:
+        super().__init__()
+        self.L = _positive(L, "L")
+        self._ratio, self._ratio_numpy, self.name = ratio, ratio_numpy, str(name)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        r = torch.as_tensor(self._ratio(s), dtype=s.dtype, device=s.device)
+        return s * torch.nan_to_num(r, nan=0.0, posinf=self.L, neginf=0.0).clamp(0.0, self.L)
+
+    def numpy(self, s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            r = np.broadcast_to(np.asarray(self._ratio_numpy(s), dtype=np.float64), s.shape)
+        return s * np.clip(np.nan_to_num(r, nan=0.0, posinf=self.L, neginf=0.0), 0.0, self.L)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, L={self.L!r}"
 
 
 _ACTIVATIONS = {"pm": PeronaMalik, "charbonnier": Charbonnier, "linear": Linear, "relu": ReLU,

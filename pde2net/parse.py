@@ -93,11 +93,21 @@ class FieldStmt:
 
 
 @dataclass(frozen=True)
+class LearnedBody:
+    """The right side ``learned(knots = N, L = EXPR)`` of a learned diffusivity (``func`` as
+    written, checked to be ``learned`` by the semantic pass)."""
+
+    func: Ident
+    bindings: tuple["Binding", ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
 class FunctionStmt:
     kind: str  # "diffusivity" (a function of s^2) or "flux" (a function of s)
     name: Ident
     arg: Ident
-    body: Expr
+    body: Union[Expr, LearnedBody]
     pos: Pos
 
 
@@ -134,6 +144,9 @@ class StencilStmt:
     weights: tuple[Expr, ...]
     offset: Optional[Expr]
     pos: Pos
+    # 'stencil NAME(key = value, ...)' (e.g. learned(size = 3, filters = 8)); None when written
+    # without parentheses
+    bindings: Optional[tuple["Binding", ...]] = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,10 @@ class _ToAst(lark.Transformer):
     def diffusivity_stmt(self, meta, c):
         return FunctionStmt("diffusivity", _ident(c[0]), _ident(c[1]), c[2], _pos(meta))
 
+    def diffusivity_learned(self, meta, c):
+        body = LearnedBody(_ident(c[2]), tuple(c[3:]), _pos(c[2]))
+        return FunctionStmt("diffusivity", _ident(c[0]), _ident(c[1]), body, _pos(meta))
+
     def flux_stmt(self, meta, c):
         return FunctionStmt("flux", _ident(c[0]), _ident(c[1]), c[2], _pos(meta))
 
@@ -251,6 +268,10 @@ class _ToAst(lark.Transformer):
 
     def stencil_named(self, meta, c):
         return StencilStmt(_ident(c[0]), (), None, _pos(meta))
+
+    def stencil_call(self, meta, c):
+        bindings = tuple(b for b in c[1:] if b is not None)
+        return StencilStmt(_ident(c[0]), (), None, _pos(meta), bindings)
 
     def stencil_weights(self, meta, c):
         return StencilStmt(None, tuple(c[:-1]), c[-1], _pos(meta))
@@ -332,6 +353,15 @@ _SYNTAX_EXAMPLES: dict[str, list[str]] = {
     "the scheme's settings in parentheses, e.g. 'scheme explicit(tau = 0.25, steps = 100)'": [
         "scheme explicit", "scheme explicit tau = 1", "scheme explicit(tau)", "scheme explicit(tau = 1",
         "scheme explicit(tau = 1,)", "scheme explicit(1)", "scheme explicit(tau = 1 steps = 2)",
+    ],
+    # last: the binding states they share with the scheme's examples keep the scheme's label
+    "settings NAME = VALUE in parentheses, e.g. 'stencil learned(size = 3, filters = 8)'": [
+        "stencil learned(3)", "stencil learned(size)", "stencil learned(size = 3",
+        "stencil learned(size = 3,)", "stencil learned(size = 3 filters = 8)",
+    ],
+    "a learned diffusivity's settings, e.g. 'diffusivity g(s2) = learned(knots = 16, L = 1)'": [
+        "diffusivity g(s2) = learned(knots = 16", "diffusivity g(s2) = learned(knots = 16,)",
+        "diffusivity g(s2) = learned(knots = 16 L = 1)",
     ],
 }
 

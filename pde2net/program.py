@@ -37,9 +37,19 @@ class Program:
     def name(self) -> str:
         return self.model.name
 
+    @property
+    def learned(self) -> bool:
+        """Does the spec have a learned stencil bank (``stencil learned(...)``)?"""
+        return isinstance(self.arch.scheme, lower.LearnedBank)
+
     @cached_property
     def stability(self) -> stability.StabilityReport:
-        """The derived stability report (same content as ``pde2net check --json``)."""
+        """The derived stability report (same content as ``pde2net check --json``).  A learned
+        bank's is its certificate's form (:func:`pde2net.stability.analyse_learned`): it holds
+        for every parameter value, and the network clamps Phi(s)/s into [0, L], so the float
+        checks of the fixed schemes' op trees do not apply."""
+        if self.learned:
+            return stability.analyse_learned(self.model, self.arch)
         return stability.analyse(self.model, self.arch)
 
     @cached_property
@@ -59,8 +69,21 @@ class Program:
         parameter value (:mod:`pde2net.trainable`); ``shared=False`` gives each block its own.
         The class docstring states the PDE, the network and the derived bound (computed on
         first access to ``__doc__``).
+
+        A spec with ``stencil learned(...)`` gives a :class:`pde2net.nn.StableResNet` (depth =
+        steps, each block its own bank, tau and diffusivity; ``backend`` and ``shared`` do not
+        apply) at its initial values (torch's global RNG), with
+        ``net.certificate()`` and ``net.verify()``; without ``trainable=True`` its parameters
+        are frozen (``requires_grad = False``), an untrained network.
         """
         arch = self.arch if steps is None else self.arch.with_steps(_positive_steps(steps))
+        if self.learned:
+            from . import codegen_learned  # torch is heavy: only here
+
+            net = codegen_learned.build_module(arch, self.model, self.stability, trainable)
+            if dtype is not None or device is not None:
+                net = net.to(device=device, dtype=dtype)
+            return _compile_whole(net) if compile else net
         doc = LazyDoc(lambda: codegen.docstring(arch, self.stability))
         if trainable:
             from . import trainable as tr  # torch is heavy: only here
@@ -93,11 +116,16 @@ class Program:
 
         if net is None:
             net = self.module(**module_options)
+        if self.learned and (on_step is not None or steps is not None):
+            raise ValueError("a learned bank's network runs whole: no steps or on_step")
         if not isinstance(u0, torch.Tensor):
             like = next(iter(net.buffers()), next(iter(net.parameters()), None))
             u0 = torch.as_tensor(u0, dtype=like.dtype if like is not None and like.is_floating_point()
                                  else torch.get_default_dtype())
         total = self.arch.scheme.steps if steps is None else _positive_steps(steps)
+        if self.learned:
+            with torch.no_grad():
+                return net(u0)
         with torch.no_grad():
             u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step)
         return u
@@ -106,8 +134,21 @@ class Program:
         """The same spec compiled with other param values (a sweep: one call per value)."""
         return compile_spec(self.spec, params)
 
-    def source(self) -> str:
-        """The standalone Python source that ``pde2net compile`` writes."""
+    def source(self, net: Optional["torch.nn.Module"] = None) -> str:
+        """The standalone Python source that ``pde2net compile`` writes.  For a learned bank,
+        the source of the trained network ``net`` (default: a freshly initialised one), every
+        learned value printed exactly; ``net`` is refused for other specs (their source has no
+        learned values)."""
+        if self.learned:
+            from . import codegen_learned
+
+            if net is None:
+                net = self.module(trainable=True)
+            return codegen_learned.emit_source(self.arch, self.stability, net)
+        if net is not None:
+            raise self.model.error("trained weights apply to a spec with a learned stencil bank "
+                                   "('stencil learned(size = 3, filters = 8)')", "stencil",
+                                   "pde2net compile FILE without --weights")
         try:
             return codegen.emit_source(self.arch, self.stability)
         except NotImplementedError as exc:  # a missing emitter is a limit of this version: say where
@@ -279,6 +320,12 @@ def _prime_scales(net: "torch.nn.Module", block) -> None:
         pass
 
 
+def _compile_whole(net: "torch.nn.Module") -> "torch.nn.Module":
+    import torch
+
+    return torch.compile(net)
+
+
 def _positive_steps(steps: int) -> int:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -297,7 +344,11 @@ def compile_spec(spec: parse.Spec, params: Params = None, time: Any = None) -> P
     ``T / steps``; see :mod:`pde2net.stepping`).
     """
     model = analyse.build_model(analyse.check_spec(spec), params)  # AST -> sympy, form recognised
-    model = stepping.resolve(model, time)                           # tau = auto, time = T
+    if model.learned is None:  # a learned bank's step is parametrised, not resolved
+        model = stepping.resolve(model, time)                       # tau = auto, time = T
+    elif time is not None:
+        raise PdeError("a stopping time does not apply to a learned filter bank: its step is "
+                       "learned", None, spec.source, "the scheme's steps (the number of blocks)")
     arch = lower.lower(model)                                       # sympy -> layers (frozen IR)
     return Program(spec, model, arch)
 

@@ -788,3 +788,81 @@ def register_rule(scheme_type: type, rule: Callable[[Model, Architecture], Stabi
     them when it is imported (the pipeline, :mod:`pde2net.program`, imports it): imports run one
     way, and a new scheme is one module plus its registration."""
     _RULES[scheme_type] = rule
+
+
+# ---------------------------------------------------------------- learned filter banks
+#: theta < THETA_MAX in the parametrisation tau = theta 2 / (L B2(W)) (pde2net.nn.THETA_MAX)
+LEARNED_THETA_MAX = "1 - 2^-10"
+LEARNED_FORM = ("tau L B(W) < 2 with B = B2(W) = max_c sum_c' ||r_cc'||_1 >= ||sum_k W_k^T W_k|| "
+                "(r_cc' the autocorrelations of the filters, Gershgorin), tau = theta 2/(L B2(W)), "
+                f"theta = ({LEARNED_THETA_MAX}) sigmoid(rho) in [0, 1): the bound holds for every "
+                "parameter value (docs/theory.md §13)")
+
+
+def analyse_learned(model: Model, arch: Architecture) -> StabilityReport:
+    """The certificate of a learned stencil bank (:class:`~pde2net.lower.LearnedBank`),
+    docs/theory.md §13: each block is ``(I - tau W^T G W) u`` with ``G = diag(Phi(s)/s)`` in
+    [0, L] and W^T the exact adjoint (zero padding), and ``tau L ||W||^2 <= tau L B2(W) < 2`` by
+    the parametrisation of tau, so every block is non-expansive for EVERY parameter value.
+
+    L: for a learned diffusivity ``c L_spec`` (g = L_spec sigmoid(...) in [0, L_spec] by
+    construction, c the constant factor of the flux); for a fixed flux L = sup Phi(s)/s derived
+    as for the explicit scheme, and the verdict is "stable" only when 0 <= Phi(s)/s <= L < oo is
+    proven (the network clamps Phi(s)/s into [0, L] in float, so rounding and the float range
+    cannot break the hypothesis).  The network's numbers (tau, B(W)) change with training, so
+    ``tau`` and ``tau_max`` are null and ``bound_expr`` is the formula."""
+    from .lower import LearnedBank
+
+    sch: LearnedBank = arch.scheme
+    if sch.learned_g:
+        L = sch.scale * sch.L
+        facts = FluxFacts("ok", L, sp.Integer(0), f"g = L sigmoid(a) in [0, {sch.L}] by construction")
+        flux = (f"Phi(s) = {show_scale(sch.scale)}s * {model.learned.diffusivity}(s^2), "
+                f"{model.learned.diffusivity} = {sch.L} * sigmoid(a), a learned "
+                f"({sch.knots} knots on [0, {sch.s_max}])")
+    else:
+        facts = flux_facts(model.flux_value)
+        L = facts.L
+        flux = f"Phi(s) = {arch.flux.text}"
+    size = f"{sch.size}" if sch.dim == 1 else f"{sch.size} x {sch.size}"
+    hyps = _flux_hypotheses(facts) + [
+        {"name": "W^T the exact adjoint", "holds": True,
+         "detail": "conv_transpose with the same weights and zero padding (boundary dirichlet)"},
+        {"name": "B2(W) >= ||W||^2", "holds": True,
+         "detail": "Gershgorin on the autocorrelations of the filters (docs/theory.md §13)"},
+        {"name": "tau L B2(W) < 2", "holds": True,
+         "detail": f"tau = theta 2/(L B2(W)), theta < {LEARNED_THETA_MAX}: for every parameter value"},
+    ]
+    extra = {"steps": sch.steps, "stopping_time": None, "learned": True, "filters": sch.filters,
+             "filter_size": sch.size, "learned_diffusivity": sch.learned_g,
+             "knots": sch.knots if sch.learned_g else None,
+             "certificate": LEARNED_FORM, "training_bound": "B2",
+             "tau_formula": "theta*2/(L*B2(W))", "theta_max": LEARNED_THETA_MAX}
+    base = dict(name=model.name, scheme=model.scheme, order=model.order,
+                L=None if L is None else float(L), norm_D_sq=None, tau=None, tau_max=None,
+                bound_expr="tau < 2/(L*B2(W))", flux=flux,
+                stencil=f"learned bank: {sch.filters} filters of size {size}",
+                boundary="dirichlet (zero padding)", h=None, hypotheses=hyps, extra=extra,
+                exact={"L": _fmt(L)},
+                statement="docs/theory.md §13: stable learned filter banks (symmetric ResNet blocks)")
+    if facts.status == "ok" and L is not None:
+        return StabilityReport(**base, stable=True, verdict="stable", guarantee="proof",
+                               reason=f"by construction: {LEARNED_FORM}; each of the {sch.steps} "
+                                      f"blocks is non-expansive, so the network is")
+    verdict = "not stable" if facts.status in ("negative", "unbounded") else "cannot prove"
+    return StabilityReport(**base, stable=False, verdict=verdict, guarantee="none",
+                           reason=f"{verdict}: the flux does not satisfy 0 <= Phi(s)/s <= L < oo "
+                                  f"({facts.detail}); the bank's certificate needs it")
+
+
+def show_scale(c: sp.Expr) -> str:
+    return "" if c == 1 else f"{c} * "
+
+
+def _register_learned() -> None:
+    from .lower import LearnedBank
+
+    register_rule(LearnedBank, analyse_learned)
+
+
+_register_learned()
