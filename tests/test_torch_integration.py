@@ -188,3 +188,46 @@ def test_onnx_with_keyword_params_runs_in_onnxruntime(trainable, tmp_path):
     net = prog.module(trainable=trainable)
     check = export.export_onnx(net, str(tmp_path / "net.onnx"), (1, 32))
     assert check.rel_error is not None and check.rel_error <= 1e-5
+
+
+# ------------------------------------------------------------------ 4. ONNX of one step
+def test_onnx_node_count_does_not_grow_with_steps(tmp_path):
+    """The file holds one step; applied ``steps`` times in onnxruntime it is the whole network,
+    checked here against the dense float64 reference."""
+    ort = pytest.importorskip("onnxruntime")
+    from pde2net import export
+
+    counts = []
+    for steps in (5, 50):
+        net = pm(tau="0.2", steps=steps).module()
+        path = str(tmp_path / f"s{steps}.onnx")
+        check = export.export_onnx(net, path, (1, 40), torch.float64)
+        assert check.repeat == steps and check.rel_error <= 1e-12
+        counts.append(check.nodes)
+        u0 = np.random.default_rng(4).standard_normal((2, 40))
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        u = u0.copy()
+        for _ in range(check.repeat):
+            u = sess.run(None, {"u": u})[0]
+        want = explicit_dense(u0, dense_difference(binomial_weights(1), 0, 40, "neumann"),
+                              perona_malik(0.7), 0.2, steps)
+        assert np.max(np.abs(u - want)) <= 1e-12 * np.max(np.abs(want))
+    assert counts[0] == counts[1] is not None
+
+
+def test_cli_export_pt2_and_says_what_onnx_holds(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "-m", "pde2net.cli", "export", str(EXAMPLES / "heat.pde"),
+                          "--pt2", str(tmp_path / "h.pt2"), "--onnx", str(tmp_path / "h.onnx"),
+                          "--shape", "1,32"], capture_output=True, text=True, cwd=root, timeout=300,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    assert "torch.export" in res.stdout and "exported one step (block" in res.stdout
+    net = pde2net.load(EXAMPLES / "heat.pde").module()
+    loaded = torch.export.load(tmp_path / "h.pt2").module()
+    u = torch.randn(3, 35)
+    assert torch.allclose(loaded(u), net(u), rtol=0, atol=1e-6)
