@@ -231,3 +231,53 @@ def test_cli_export_pt2_and_says_what_onnx_holds(tmp_path):
     loaded = torch.export.load(tmp_path / "h.pt2").module()
     u = torch.randn(3, 35)
     assert torch.allclose(loaded(u), net(u), rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------ 5. freeze
+def _train(net, steps: int = 5, weights: bool = True) -> None:
+    """A few Adam steps towards half the input (any objective moves the parameters)."""
+    net.blocks[0].weights.requires_grad_(weights)
+    torch.manual_seed(0)
+    u = torch.randn(8, 32, dtype=torch.float64)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        (net(u) - 0.5 * u).pow(2).mean().backward()
+        opt.step()
+
+
+def test_freeze_round_trip_gives_the_trained_outputs_and_a_stable_verdict():
+    """Trained tau and lambda (the stencil kept a difference), frozen into a spec and compiled
+    again: the frozen module computes the trained network (float64 round-off), checked against
+    the dense reference built from the frozen text's numbers, and the bound is re-derived."""
+    prog = pde2net.compile_text(PM_SPEC.format(h="0.5", tau="0.05", steps=4))
+    net = prog.module(trainable=True).double()
+    before = net.certificate()[0]
+    _train(net, weights=False)
+    cert = net.certificate()[0]
+    assert cert["tau"] != before["tau"] and cert["params"]["lambda"] != before["params"]["lambda"]
+    text = pde2net.freeze(net, prog)
+    assert f"tau = {cert['tau']!r}" in text and f"param lambda = {cert['params']['lambda']!r}" in text
+    frozen = pde2net.compile_text(text)
+    assert frozen.stability.verdict == "stable"
+    # Perona-Malik with h = 1/2: L = 1, ||D||^2 <= 4/h^2 = 16, so the bound is 2/16
+    assert frozen.stability.tau_max == 0.125
+    u0 = np.random.default_rng(5).standard_normal((3, 40))
+    got = frozen.module()(torch.tensor(u0)).numpy()
+    trained = net(torch.tensor(u0)).detach().numpy()
+    assert np.max(np.abs(got - trained)) <= 1e-13 * np.max(np.abs(trained))
+    d = dense_difference([-2.0, 2.0], 0, 40, "neumann")
+    want = explicit_dense(u0, d, perona_malik(cert["params"]["lambda"]), cert["tau"], 4)
+    assert np.max(np.abs(got - want)) <= 1e-13 * np.max(np.abs(want))
+
+
+def test_freeze_of_a_learned_stencil_that_is_no_difference_is_refused_with_the_reason():
+    prog = pde2net.compile_text(PM_SPEC.format(h="1", tau="0.2", steps=2))
+    net = prog.module(trainable=True).double()
+    _train(net, weights=True)
+    w = net.certificate()[0]["weights"][0]
+    text = pde2net.freeze(net, prog)
+    assert f"stencil [{w[0]!r}, {w[1]!r}] @ 0" in text  # h = 1: the learned floats as written
+    assert abs(sum(w)) > 1e-3  # training moved the weights off a difference (sum w_j = 0)
+    with pytest.raises(pde2net.PdeError, match="not an order-1 difference"):
+        pde2net.compile_text(text)
