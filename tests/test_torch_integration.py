@@ -51,7 +51,7 @@ def test_compiled_sequential_has_no_graph_breaks(example):
     """``nn.Sequential(conv, net)`` traces as one graph (no sympy or mpmath in forward), and the
     traced run computes what the eager network computes."""
     prog = pde2net.load(EXAMPLES / example)
-    net = prog.module()
+    net = prog.module(steps=2)  # breaks do not depend on the number of steps; the trace does
     image = len(prog.arch.dims) == 2
     torch.manual_seed(0)
     conv = nn.Conv2d(1, 1, 3, padding=1) if image else nn.Conv1d(1, 1, 3, padding=1)
@@ -223,11 +223,11 @@ def test_cli_export_pt2_and_says_what_onnx_holds(tmp_path):
     root = Path(__file__).resolve().parent.parent
     res = subprocess.run([sys.executable, "-m", "pde2net.cli", "export", str(EXAMPLES / "heat.pde"),
                           "--pt2", str(tmp_path / "h.pt2"), "--onnx", str(tmp_path / "h.onnx"),
-                          "--shape", "1,32"], capture_output=True, text=True, cwd=root, timeout=300,
+                          "--shape", "1,32", "--steps", "3"], capture_output=True, text=True, cwd=root, timeout=300,
                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
     assert "torch.export" in res.stdout and "exported one step (block" in res.stdout
-    net = pde2net.load(EXAMPLES / "heat.pde").module()
+    net = pde2net.load(EXAMPLES / "heat.pde").module(steps=3)
     loaded = torch.export.load(tmp_path / "h.pt2").module()
     u = torch.randn(3, 35)
     assert torch.allclose(loaded(u), net(u), rtol=0, atol=1e-6)
