@@ -9,7 +9,8 @@
 Importing pde2net does not import torch; building a module does.
 """
 from .errors import PdeError
+from .freeze import freeze
 from .program import Program, compile_spec, compile_text, load
 
 __version__ = "0.1.0"
-__all__ = ["PdeError", "Program", "compile_spec", "compile_text", "load", "__version__"]
+__all__ = ["PdeError", "Program", "compile_spec", "compile_text", "freeze", "load", "__version__"]

@@ -503,9 +503,10 @@ def _positive_int(text: str) -> int:
 # -------------------------------------------------------------------------------- export
 def cmd_export(args: argparse.Namespace) -> int:
     """Writes TorchScript and/or ONNX and checks each against the live module (float32)."""
-    if not (args.onnx or args.torchscript):
-        print("pde2net export: give --onnx FILE and/or --torchscript FILE", file=sys.stderr)
+    if not (args.pt2 or args.onnx or args.torchscript):
+        print("pde2net export: give --pt2 FILE, --onnx FILE and/or --torchscript FILE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _output_path(args.pt2, "--pt2")
     _output_path(args.onnx, "--onnx")
     _output_path(args.torchscript, "--torchscript")
     if args.onnx and args.dtype == "bfloat16":
@@ -523,6 +524,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     net.eval()
     _fits(net, shape, dtype, "--shape" if args.shape else args.file)
     done = []
+    if args.pt2:
+        done.append(export.export_pt2(net, args.pt2, shape, dtype))
     if args.torchscript:
         done.append(export.export_torchscript(net, args.torchscript, shape, dtype))
     if args.onnx:
@@ -538,6 +541,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         grid = " (grid size fixed: the multigrid hierarchy is built for it)" if c.fixed_grid else ""
         print(f"wrote {c.path} ({c.kind}, {args.dtype}, traced on shape {shape}{grid}): {err} "
               "against the live module")
+        if c.repeat > 1:
+            print(f"  exported one step (block, {c.nodes} nodes); apply it {c.repeat} times for the "
+                  f"whole network:\n" + export.ONNX_RUNNER.format(path=c.path, steps=c.repeat))
         if c.rel_error is not None:
             worst = max(worst, c.rel_error)
     tolerance = args.tolerance
@@ -688,7 +694,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--torchscript pm.pt")
     c.add_argument("file")
     _add_spec_options(c)
-    c.add_argument("--onnx", metavar="FILE.onnx", help="write ONNX here")
+    c.add_argument("--pt2", metavar="FILE.pt2", help="write torch.export's program here (the first format)")
+    c.add_argument("--onnx", metavar="FILE.onnx", help="write ONNX (one time step) here")
     c.add_argument("--torchscript", metavar="FILE.pt", help="write TorchScript here")
     c.add_argument("--shape", help="tracing input shape, B,N (1D) or B,H,W (2D); default from the spec's size")
     c.add_argument("--steps", type=_steps, help="number of time steps (default: the scheme's)")

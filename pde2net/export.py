@@ -1,9 +1,15 @@
-"""``pde2net export``: the live network as TorchScript or ONNX, checked against the live module.
+"""``pde2net export``: the live network as ``torch.export`` (``.pt2``), ONNX or TorchScript, checked
+against the live module.
 
-Both exports trace the module on an example input (the loops over time steps and iterations are
-unrolled; the batch and grid sizes stay dynamic), then the saved file is loaded back and run on a
-second input of another shape; the relative difference ``max |y - y_live| / max |y_live|`` is
-reported (float32).  ONNX needs the optional ``onnx`` extra (onnx; onnxruntime for the check).
+Every export traces the module on an example input (the batch and grid sizes stay dynamic), then
+the saved file is loaded back and run on a second input of another shape; the relative difference
+``max |y - y_live| / max |y_live|`` is reported (float32).  ``.pt2`` (:func:`export_pt2`) is the
+first format: torch.export is what PyTorch maintains (TorchScript is deprecated upstream and kept
+while it works).  ``.pt2`` and TorchScript hold the whole network (the loop over time steps
+unrolled).  ONNX holds ONE time step (the network's ``block``: one step, or one FED/FSI cycle)
+when the network has one, to be applied ``steps`` times by the caller (:data:`ONNX_RUNNER`):
+unrolled, 50 steps were 10,626 nodes and 500 steps took minutes to export.  ONNX needs the
+optional ``onnx`` extra (onnx; onnxruntime for the check).
 """
 from __future__ import annotations
 
@@ -27,6 +33,35 @@ class ExportCheck:
     rel_error: Optional[float]  # None: could not be checked (onnxruntime missing)
     checked_shape: tuple[int, ...]
     fixed_grid: bool = False  # the grid axes are fixed to the traced size (multigrid)
+    repeat: int = 1  # the file holds one step: apply it this many times for the whole network
+    nodes: Optional[int] = None  # ONNX: the number of nodes of the graph
+
+
+#: how to run an ONNX file that holds one step (printed by ``pde2net export``)
+ONNX_RUNNER = """import onnxruntime as ort
+sess = ort.InferenceSession("{path}")
+for _ in range({steps}):
+    u = sess.run(None, {{"u": u}})[0]"""
+
+
+class OneStep(torch.nn.Module):
+    """One time step of a network (``net(u, steps=1)``: one block, same input shapes), exported in
+    place of the unrolled loop; :func:`one_step` says whether a network has one."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.net(u, steps=1)
+
+
+def one_step(net: torch.nn.Module) -> Optional[torch.nn.Module]:
+    """``OneStep(net)`` for a frozen network (every block the same), else None (a trainable
+    network with a parameter set per block, or a network without ``steps``)."""
+    from .layers import DiffusionNet
+
+    return OneStep(net) if isinstance(net, DiffusionNet) and net.steps > 1 else None
 
 
 def example_shape(prog: "Program", shape: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
@@ -106,11 +141,49 @@ def export_torchscript(net: torch.nn.Module, path: str, shape: tuple[int, ...],
     return ExportCheck(path, "torchscript", err, tuple(check.shape), fixed_grid(net))
 
 
+def export_pt2(net: torch.nn.Module, path: str, shape: tuple[int, ...],
+               dtype: torch.dtype = torch.float32) -> ExportCheck:
+    """``torch.export`` of ``net`` (in ``dtype``) with dynamic batch and grid axes (the batch axis
+    only for a fixed-grid network), saved with ``torch.export.save``, loaded back and compared on
+    a new shape.  Load it with ``torch.export.load(path).module()``."""
+    from torch.export import Dim
+
+    net = net.to(dtype)
+    # traced on a batch of at least 2: torch.export specialises an axis of size 1 to 1
+    example, check = _inputs(net, (max(2, shape[0]),) + tuple(shape[1:]), dtype=dtype)
+    axes = range(1) if fixed_grid(net) else range(len(shape))
+    dims = ({i: Dim.AUTO for i in axes},)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with _hierarchy_as_constants(net, example):
+            program = torch.export.export(net, (example,), dynamic_shapes=dims)
+        torch.export.save(program, path)
+        loaded = torch.export.load(path).module()
+        err = relative_error(loaded(check), net(check))
+    return ExportCheck(path, "torch.export", err, tuple(check.shape), fixed_grid(net))
+
+
+def onnx_nodes(path: str) -> Optional[int]:
+    """The number of nodes of an ONNX file's main graph (None without the onnx package)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return len(onnx.load(path).graph.node)
+
+
 def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...],
-                dtype: torch.dtype = torch.float32) -> ExportCheck:
+                dtype: torch.dtype = torch.float32, whole: bool = False) -> ExportCheck:
     """Exports ``net`` (in ``dtype``) to ONNX with dynamic batch and grid axes (the batch axis only
     for a fixed-grid network); checks it with onnxruntime.  bfloat16 is refused (ValueError):
-    onnxruntime's CPU provider has no bfloat16 kernels, so such a file could not be checked."""
+    onnxruntime's CPU provider has no bfloat16 kernels, so such a file could not be checked.
+
+    The file holds one time step when the network has one (:func:`one_step`; ``whole=True``: the
+    unrolled network): its size and export time do not grow with the number of steps, and the
+    check applies it ``net.steps`` times in onnxruntime (``ExportCheck.repeat``)."""
+    step = None if whole else one_step(net)
+    repeat = net.steps if step is not None else 1
+    traced = step if step is not None else net
     if dtype == torch.bfloat16:
         raise ValueError("ONNX export in bfloat16 cannot be checked (onnxruntime's CPU provider has no "
                          "bfloat16 kernels)")
@@ -126,21 +199,24 @@ def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...],
         warnings.simplefilter("ignore")
         try:  # the TorchScript-based exporter: fast (under a second) for these small graphs
             with _hierarchy_as_constants(net, example):
-                torch.onnx.export(net, (example,), path, input_names=["u"], output_names=["out"],
+                torch.onnx.export(traced, (example,), path, input_names=["u"], output_names=["out"],
                                   dynamic_axes={"u": axes, "out": axes}, dynamo=False)
         except Exception:  # noqa: BLE001 - fall back to the torch.export-based exporter
             from torch.export import Dim
 
             dims = {i: Dim(f"{name}") for i, name in axes.items()}
             with _hierarchy_as_constants(net, example):
-                torch.onnx.export(net, (example,), path, input_names=["u"], output_names=["out"],
+                torch.onnx.export(traced, (example,), path, input_names=["u"], output_names=["out"],
                                   dynamic_shapes=(dims,), dynamo=True)
         ref = net(check)
+    nodes = onnx_nodes(path)
     try:
         import onnxruntime as ort
     except ImportError:
-        return ExportCheck(path, "onnx", None, tuple(check.shape), fixed_grid(net))
+        return ExportCheck(path, "onnx", None, tuple(check.shape), fixed_grid(net), repeat, nodes)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: check.numpy()})[0]
+    out = check.numpy()
+    for _ in range(repeat):
+        out = sess.run(None, {sess.get_inputs()[0].name: out})[0]
     return ExportCheck(path, "onnx", relative_error(torch.from_numpy(out), ref), tuple(check.shape),
-                       fixed_grid(net))
+                       fixed_grid(net), repeat, nodes)

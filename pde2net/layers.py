@@ -136,6 +136,41 @@ def scaled_weights(cache: dict, exact: tuple, scale) -> tuple[tuple[float, ...],
     return value
 
 
+def register_weights(pair: nn.Module) -> None:
+    """The pair's constants as buffers (float64, what ``state_dict`` holds and ``.to()`` moves):
+    ``W1`` the stencil weights, ``W2`` the scaled transpose's weights (``-tau W1``, set by
+    :func:`prepare_pair`; ``W1`` until then).  The hot path reads the same numbers as Python
+    floats (``pair.w1`` and the rounded-scale cache): a float scalar times a float32 tensor
+    rounds the scalar to float32, whereas a 0-dim float64 buffer would change the bits under
+    some kernels, and torch.compile traces Python floats as constants."""
+    pair.register_buffer("W1", torch.tensor(pair.w1, dtype=torch.float64))
+    pair.register_buffer("W2", torch.tensor(pair.w1, dtype=torch.float64))
+
+
+def prepare_pair(pair: nn.Module, scales, w2_scale) -> None:
+    """Forms ``scale * W1`` exactly and rounds it once, now, for each scale a network will pass to
+    ``Dt`` (and 1, the default): ``forward`` then only looks the floats up by the scale's identity
+    and runs no sympy/mpmath arithmetic (no graph break under torch.compile).  ``W2`` becomes
+    ``w2_scale * W1`` as rounded here (``-tau W1`` for a network of step tau)."""
+    for scale in (1, *scales, w2_scale):
+        scaled_weights(pair._w2, pair._exact, scale)
+    w2 = scaled_weights(pair._w2, pair._exact, w2_scale)[0]
+    pair.W2 = torch.tensor(w2, dtype=torch.float64, device=pair.W1.device).to(pair.W1.dtype)
+
+
+def param_buffer_name(name: str) -> str:
+    """The buffer holding a param's value: ``param_<name>``, never the bare name, so a param called
+    ``lambda`` or ``class`` is not an attribute that generated code (torch.export, FX) would spell
+    ``self.lambda``."""
+    return f"param_{name}"
+
+
+def register_params(flux: nn.Module, params: dict) -> None:
+    """The flux's param values as float64 buffers (the hot path keeps the Python floats)."""
+    for name, value in params.items():
+        flux.register_buffer(param_buffer_name(name), torch.tensor(float(value), dtype=torch.float64))
+
+
 class Flux(nn.Module):
     """The activation Phi (and the diffusivity g = Phi(s)/s), evaluated from op trees."""
 
@@ -143,6 +178,7 @@ class Flux(nn.Module):
         super().__init__()
         self.ir = ir
         self._lib = exprs.LIBS["torch"]()
+        register_params(self, ir.params)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         return exprs.evaluate(self.ir.op, self.ir.env(s), self._lib)
@@ -166,12 +202,17 @@ class StencilPair(nn.Module):
         self._exact = st.scaled
         self._w2: dict = {}
         self.pad, self.adj_pad = ir.padding, ir.adjoint_padding
+        register_weights(self)
         if backend == "conv":
             self.register_buffer("weight", torch.tensor(self.w1, dtype=torch.float64).view(1, 1, -1))
 
     def w2(self, scale) -> tuple[float, ...]:
         """``scale * W1``, formed exactly (sympy scale) and rounded once, as the source prints it."""
         return scaled_weights(self._w2, self._exact, scale)[0]
+
+    def prepare(self, scales, w2_scale) -> None:
+        """Rounds ``scale * W1`` for every scale the network passes (see :func:`prepare_pair`)."""
+        prepare_pair(self, scales, w2_scale)
 
     def D(self, u: torch.Tensor) -> torch.Tensor:
         if self.backend == "fused" and self.pad[2] == "zeros" and torch.compiler.is_compiling():
@@ -218,6 +259,21 @@ class DiffusionOperator(nn.Module):
         self.pair = StencilPair(arch.stencils[0], backend)
         self.flux = Flux(arch.flux)
 
+    def prepare(self, scales, w2_scale, diagonal: bool = False) -> None:
+        """Rounds the weights for every scale the network uses (:func:`prepare_pair`), and with
+        ``diagonal`` builds the squared-weight pair of :meth:`frozen_diagonal` now, not in forward."""
+        self.pair.prepare(scales, w2_scale)
+        if diagonal:
+            self._square()._square_pair.prepare(scales, w2_scale)
+
+    def _square(self) -> "DiffusionOperator":
+        if not hasattr(self, "_square_pair"):
+            st = self.pair.ir.stencil
+            sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
+            self._square_pair = StencilPair(StencilIR(sq, self.pair.ir.boundary, self.pair.ir.axis),
+                                            self.pair.backend)
+        return self
+
     def D(self, u: torch.Tensor) -> torch.Tensor:
         return self.pair.D(u)
 
@@ -252,12 +308,7 @@ class DiffusionOperator(nn.Module):
         ir = self.pair.ir
         if ir.boundary == "periodic" and G.shape[-1] < ir.stencil.size:
             return aliased_diagonal(G, ir.stencil, scale, -1)
-        if not hasattr(self, "_square_pair"):
-            st = self.pair.ir.stencil
-            sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
-            self._square_pair = StencilPair(StencilIR(sq, self.pair.ir.boundary, self.pair.ir.axis),
-                                            self.pair.backend)
-        return self._square_pair.Dt(G, scale)
+        return self._square()._square_pair.Dt(G, scale)
 
     @staticmethod
     def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -283,10 +334,52 @@ class DiffusionNet(nn.Module):
         if not isinstance(arch.scheme, self.scheme_type):
             raise NotImplementedError(f"{type(self).__name__} does not build {type(arch.scheme).__name__}")
         self.arch = arch
-        self.tau = getattr(arch.scheme, "tau", None)
+        self._tau = getattr(arch.scheme, "tau", None)
         self.steps = arch.scheme.steps
         self.min_points = min_points(arch)
         self.op = make_operator(arch, backend)
+        #: the proven bound for a new tau: set by ``Program.module`` to a function returning the
+        #: stability report; None (a network built directly): tau is read-only
+        self.stability_report = None
+        self.register_load_state_dict_pre_hook(_refuse_other_constants)
+        if self.scheme_type is Explicit:  # the scheme networks call it at the end of their own
+            self.freeze_constants()
+
+    # -- constants: Python floats in the hot path, float64 buffers as the described state ------
+    def scales(self) -> tuple:
+        """The exact scales this network passes to ``Dt`` (``tau`` for ``u - tau D^T v``)."""
+        return (self._tau,)
+
+    def needs_diagonal(self) -> bool:
+        """Whether ``forward`` uses ``op.frozen_diagonal`` (its squared-weight pairs)."""
+        return False
+
+    def freeze_constants(self) -> None:
+        """Rounds every scaled weight the network uses now (no sympy in ``forward``) and sets the
+        buffers: ``tau_value`` (tau rounded once), each pair's ``W1`` and ``W2 = -tau W1``, and
+        each param's ``param_<name>`` on the flux.  Called again after tau changes."""
+        tau = self._tau
+        if tau is None:
+            return
+        self.op.prepare(self.scales(), -tau, self.needs_diagonal())
+        value = torch.tensor(float(tau), dtype=torch.float64)
+        if "tau_value" in self._buffers:
+            value = value.to(self._buffers["tau_value"].device)
+        self.register_buffer("tau_value", value)
+
+    @property
+    def tau(self):
+        """The time step, exact (a sympy number, as the spec gives it)."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value) -> None:
+        """A new time step, re-checked against the derived bound before it is used: refused with
+        a ValueError above ``tau_max`` (or where there is no proven bound), and read-only in
+        every scheme other than explicit (change it in the spec, or compile again)."""
+        new = check_new_tau(self, value)
+        self.__dict__["_tau"] = new
+        self.freeze_constants()
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One explicit step ``u - tau D^T Phi(D u)``."""
@@ -323,6 +416,65 @@ class DiffusionNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ResNet: {self.steps} blocks u <- u - tau D^T Phi(D u), tau = {float(self.tau)!r}"
+
+
+def exact_number(value):
+    """A user's tau as an exact number: a float by its shortest decimal (``0.1`` as 1/10, as the
+    spec's ``tau = 0.1`` reads), an int or a sympy number as it is."""
+    import sympy as sp
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, sp.Basic)):
+        raise TypeError(f"tau must be a number, got {type(value).__name__}")
+    if isinstance(value, float):
+        return sp.Rational(repr(value))
+    return sp.nsimplify(value) if isinstance(value, sp.Float) else sp.sympify(value)
+
+
+def check_new_tau(net: "DiffusionNet", value):
+    """``value`` as an exact tau if the derived bound proves it stable, else a ValueError naming
+    the bound.  Sound: the check is ``tau <= tau_max`` against the report's ``tau_max`` (the largest
+    float not above the exact bound)."""
+    import sympy as sp
+
+    where = ("set tau in the spec (`scheme explicit(tau = ...)`, or `tau = auto`) and compile it "
+             "again: pde2net.load(path, params=...) / pde2net.compile_text(text)")
+    if type(net.arch.scheme) is not Explicit:
+        raise ValueError(f"tau is read-only for a {type(net.arch.scheme).__name__} network (its "
+                         f"step sizes and weights are derived from it); {where}")
+    report = net.stability_report() if callable(net.stability_report) else None
+    if report is None:
+        raise ValueError(f"tau is read-only on a network built without its stability report; "
+                         f"use prog.module() or {where}")
+    tau = exact_number(value)
+    if not (tau.is_real and tau > 0):
+        raise ValueError(f"tau must be a positive number, got {value!r}")
+    if report.unconditional:
+        return tau
+    if report.tau_max is None:
+        raise ValueError(f"tau = {value!r} refused: no proven bound on tau for this network "
+                         f"({report.reason}); {where}")
+    if tau > sp.Rational(report.tau_max):
+        raise ValueError(f"tau = {value!r} exceeds the proven bound tau_max = {report.tau_max!r} "
+                         f"({report.bound_expr}); steps above it can grow the solution. {where}")
+    return tau
+
+
+def _refuse_other_constants(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook of a frozen network: its buffers describe constants that the
+    stability proof is about, and forward reads them as Python floats, so a state holding other
+    values is refused before anything is copied (loading equal values, e.g. into a copy moved with
+    ``.to()``, succeeds).  Other constants come from the spec (``pde2net.load(..., params=...)``)
+    or, for tau, from the re-checked setter ``net.tau = ...``."""
+    for name, buf in module.named_buffers():
+        key = prefix + name
+        if key in state_dict and isinstance(state_dict[key], torch.Tensor):
+            new = state_dict[key].detach().to(device=buf.device, dtype=buf.dtype)
+            if new.shape != buf.shape or not torch.equal(new, buf):
+                raise ValueError(
+                    f"load_state_dict: {key} differs from this frozen network's constant (the "
+                    f"stability proof is for the spec's values); change params with "
+                    f"pde2net.load(path, params=...), tau with net.tau = ... (re-checked against "
+                    f"the bound), or train prog.module(trainable=True)")
 
 
 # ------------------------------------------------------------------------------------ 2D
@@ -397,6 +549,7 @@ class AxisPair(nn.Module):
         self._exact = st.scaled
         self._w2: dict = {}
         self.pad, self.adj_pad = ir.padding, ir.adjoint_padding
+        register_weights(self)
         if backend == "conv":
             shape = (1, 1, 1, -1) if self.dim == -1 else (1, 1, -1, 1)
             self.register_buffer("weight", torch.tensor(self.w1, dtype=torch.float64).view(*shape))
@@ -404,6 +557,10 @@ class AxisPair(nn.Module):
     def w2(self, scale) -> tuple[float, ...]:
         """``scale * W1``, formed exactly and rounded once (as the source prints it)."""
         return scaled_weights(self._w2, self._exact, scale)[0]
+
+    def prepare(self, scales, w2_scale) -> None:
+        """Rounds ``scale * W1`` for every scale the network passes (see :func:`prepare_pair`)."""
+        prepare_pair(self, scales, w2_scale)
 
     def D(self, u: torch.Tensor, zero_rows: bool = True) -> torch.Tensor:
         """D along the axis on the flux grid; ``zero_rows=False``: only the rows :meth:`rows`
@@ -464,6 +621,7 @@ class VectorFlux(nn.Module):
             raise ValueError("the flux has no radial diffusivity g(s2) (not a 2D architecture)")
         self.ir = ir
         self._lib = exprs.LIBS["torch"]()
+        register_params(self, ir.params)
 
     def params(self) -> dict:
         """The values of the diffusivity's params (trainable networks override this)."""
@@ -513,6 +671,23 @@ class DiffusionOperator2D(nn.Module):
         self.py = AxisPair(arch.stencils[1], backend)
         self.flux = VectorFlux(arch.flux)
 
+    def prepare(self, scales, w2_scale, diagonal: bool = False) -> None:
+        """As :meth:`DiffusionOperator.prepare`, for both axes."""
+        pairs = [self.px, self.py] + (list(self._squares()) if diagonal else [])
+        for p in pairs:
+            p.prepare(scales, w2_scale)
+
+    def _squares(self) -> nn.ModuleList:
+        if not hasattr(self, "_square_pairs"):
+            pairs = []
+            for p in (self.px, self.py):
+                st = p.ir.stencil
+                sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
+                pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis, p.ir.cross),
+                                      p.backend))
+            self._square_pairs = nn.ModuleList(pairs)
+        return self._square_pairs
+
     def D(self, u: torch.Tensor) -> torch.Tensor:
         return torch.stack([self.px.D(u), self.py.D(u)], dim=-3)
 
@@ -554,14 +729,7 @@ class DiffusionOperator2D(nn.Module):
         """``diag(scale * grad^T G grad)_k = scale * sum_axes sum_i D_ik^2 G_i``, for Jacobi
         smoothers: per axis the transposed correlation of G with the squared weights, or, along a
         periodic axis shorter than the stencil (aliased taps), :func:`aliased_diagonal`."""
-        if not hasattr(self, "_square_pairs"):
-            pairs = []
-            for p in (self.px, self.py):
-                st = p.ir.stencil
-                sq = Stencil(tuple(w * w for w in st.weights), st.offset, 2 * st.order, st.h)
-                pairs.append(AxisPair(StencilIR(sq, p.ir.boundary, p.ir.axis, p.ir.cross),
-                                      p.backend))
-            self._square_pairs = nn.ModuleList(pairs)
+        self._squares()
         g = G.select(-3, 0) if G.dim() >= 3 and G.shape[-3] == 1 else G
         parts = []
         for p, sq in zip((self.px, self.py), self._square_pairs):

@@ -93,6 +93,7 @@ class Program:
             from . import schemes  # torch is heavy: only here
 
             net = schemes.build_module(arch, backend, doc)
+            net.stability_report = lambda: self.stability  # re-checks a new net.tau (lazily)
         if dtype is not None or device is not None:
             net = net.to(device=device, dtype=dtype)
         if compile:

@@ -114,11 +114,16 @@ class FEDNet(DiffusionNet):
     def __init__(self, arch, backend: str = "fused") -> None:
         super().__init__(arch, backend)
         sch: FED = arch.scheme
-        self.tau = sch.tau_max
+        self._tau = sch.tau_max
         self.taus = sch.taus
         # the exact scales -tau_i, formed once here: no sympy arithmetic inside block (torch.compile)
-        self.scales = tuple(-t for t in sch.taus)
+        self.neg_taus = tuple(-t for t in sch.taus)
         self.frozen = sch.update == "cycle"
+        self.register_buffer("step_sizes", torch.tensor([float(t) for t in sch.taus], dtype=torch.float64))
+        self.freeze_constants()
+
+    def scales(self) -> tuple:
+        return self.taus if not self.frozen else self.neg_taus
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One FED cycle of stopping time ``tau_max (n^2 + n) / 3``."""
@@ -127,7 +132,7 @@ class FEDNet(DiffusionNet):
                 u = self.op.explicit_step(u, t)
             return u
         G = self.op.diffusivity(u)
-        for scale in self.scales:
+        for scale in self.neg_taus:
             u = u + self.op.frozen_apply(u, G, scale)
         return u
 
@@ -148,6 +153,11 @@ class FSINet(DiffusionNet):
         self.weights = tuple((float(a), float(1 - a)) for a in sch.alphas)
         self.frozen = sch.update == "cycle"
         self.scale = -sch.tau
+        self.register_buffer("alphas", torch.tensor([a for a, _ in self.weights], dtype=torch.float64))
+        self.freeze_constants()
+
+    def scales(self) -> tuple:
+        return (self.tau, self.scale)
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One FSI cycle: ``u^(k+1) = a_k (u^k - tau A u^k) + (1 - a_k) u^(k-1)``, u^(-1) = u^0."""
@@ -178,6 +188,13 @@ class ImplicitNet(DiffusionNet):
         self.solver, self.iterations = sch.solver, sch.iterations
         self.omega = float(sch.omega)
         self.scale = -sch.tau
+        self.freeze_constants()
+
+    def scales(self) -> tuple:
+        return (self.tau, self.scale)
+
+    def needs_diagonal(self) -> bool:
+        return self.solver == "jacobi"
 
     def block(self, u: torch.Tensor) -> torch.Tensor:
         """One implicit time step (the recurrent block iterated ``iterations`` times)."""
@@ -241,6 +258,7 @@ class MultigridNet(DiffusionNet):
         self.width = arch.stencils[0].stencil.size - 1  # half-bandwidth of I + tau c D^T D
         self._cache: dict = {}
         self.ops = TorchConvOps if backend == "conv" else TorchOps
+        self.freeze_constants()
 
     def apply_fine(self, x: torch.Tensor) -> torch.Tensor:
         """``A x = x + tau D^T Phi(D x)`` (Phi linear)."""

@@ -214,6 +214,11 @@ def effective_weights(raw: list[torch.Tensor], s0: float) -> list[torch.Tensor]:
     return [x * k for x in v]
 
 
+def param_key(name: str) -> str:
+    """The key of a learned param in ``log_params`` (and the state dict): ``param_<name>``."""
+    return f"param_{name}"
+
+
 class StableBlockParams(nn.Module):
     """The parameters of one explicit block: raw stencil weights per axis, ``rho`` (the step), and
     the learnable diffusivity params as logs of their magnitudes."""
@@ -224,8 +229,10 @@ class StableBlockParams(nn.Module):
             [nn.Parameter(torch.tensor(st.weights, dtype=torch.float32)) for st in arch.stencils])
         self.s0 = weight_scale_l1(st.weights for st in arch.stencils)
         self.rho = nn.Parameter(torch.tensor(math.log(theta0 / (1.0 - theta0)), dtype=torch.float32))
+        # keyed ``param_<name>``: a param called ``lambda`` must not become an attribute that
+        # generated code (torch.export's module, FX) spells ``self.lambda`` (a syntax error)
         self.log_params = nn.ParameterDict({
-            n: nn.Parameter(torch.tensor(math.log(abs(arch.flux.params[n])), dtype=torch.float32))
+            param_key(n): nn.Parameter(torch.tensor(math.log(abs(arch.flux.params[n])), dtype=torch.float32))
             for n in facts.learnable})
         self.signs = {n: 1.0 if arch.flux.params[n] > 0 else -1.0 for n in facts.learnable}
         self.log_centres = {n: math.log(abs(arch.flux.params[n])) for n in facts.learnable}
@@ -250,7 +257,8 @@ class StableBlockParams(nn.Module):
         """The diffusivity's params: ``sign(p0) exp(clamp(q, log|p0| - Q, log|p0| + Q))`` for
         learned ones."""
         out: dict[str, Any] = dict(fixed)
-        for n, q in self.log_params.items():
+        for key, q in self.log_params.items():
+            n = key[len("param_"):]
             c = self.log_centres[n]
             out[n] = self.signs[n] * torch.exp(q.clamp(c - LOG_PARAM_BOUND, c + LOG_PARAM_BOUND))
         return out
@@ -343,7 +351,8 @@ class TrainableDiffusionNet(nn.Module):
         return u - p.tau(self.L).to(u.dtype) * self.Dt(self.flux(self.D(u, k, ws), k), k, ws)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        self.check_parameters()
+        if not _tracing():  # a data-dependent branch: eager only (export and compile trace no check)
+            self.check_parameters()
         x = self._batch(u)
         for i in range(self.steps):
             x = self.block(x, 0 if self.shared else i)
@@ -457,6 +466,15 @@ class TrainableDiffusionNet(nn.Module):
                 f"(s0 = {self.blocks[0].s0:g}); tau = theta 2/(L B(w)), theta in [0, {THETA_MAX}), "
                 f"B(w) = max(sum (sum|W|)^2, s0^2/4) >= ||D||^2, L = {self.L:g}; "
                 f"learned params: {learn}" + (f"; {fixed}" if fixed else ""))
+
+
+def _tracing() -> bool:
+    """Whether torch.export, torch.compile, jit.trace or the ONNX exporter is tracing forward: the
+    parameter check reads tensor values into Python, which a traced graph cannot hold."""
+    compiler = torch.compiler
+    exporting = getattr(compiler, "is_exporting", lambda: False)()
+    return bool(compiler.is_compiling() or exporting or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export())
 
 
 def _stress_inputs(top: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:

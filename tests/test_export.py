@@ -62,8 +62,10 @@ def test_onnx_matches_live_module_1d_and_2d(tmp_path, boundary):
         assert check.rel_error is not None and check.rel_error <= 1e-5
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         u = np.random.default_rng(1).standard_normal((2,) + tuple(n + 5 for n in shape[1:])).astype(np.float32)
-        out = sess.run(None, {sess.get_inputs()[0].name: u})[0]
-        assert out.shape == u.shape
+        out = u
+        for _ in range(check.repeat):  # the file holds one step (issue 12): applied steps times
+            out = sess.run(None, {sess.get_inputs()[0].name: out})[0]
+        assert out.shape == u.shape and check.repeat == net.steps
         # and against the dense float64 reference (float32 rounding only)
         if len(shape) == 2:
             d = dense_difference([-1, 1], 0, u.shape[1], boundary)

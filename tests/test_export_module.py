@@ -35,7 +35,11 @@ def prog():
 def test_state_dict_round_trip_fixed_and_trainable(prog):
     conv = prog.module(backend="conv")
     sd = conv.state_dict()
-    assert list(sd) == ["op.pair.weight"] and sd["op.pair.weight"].flatten().tolist() == [-1.0, 1.0]
+    # the frozen constants as buffers: W1, W2 = -tau W1, tau and the param (issue 12, section 5)
+    assert sorted(sd) == ["op.flux.param_lambda", "op.pair.W1", "op.pair.W2", "op.pair.weight", "tau_value"]
+    assert sd["op.pair.weight"].flatten().tolist() == sd["op.pair.W1"].tolist() == [-1.0, 1.0]
+    assert sd["op.pair.W2"].tolist() == [0.3, -0.3] and sd["tau_value"].item() == 0.3
+    assert sd["op.flux.param_lambda"].item() == 0.5
     fresh = prog.module(backend="conv")
     fresh.load_state_dict(sd)
     u = torch.randn(2, 30)

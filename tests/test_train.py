@@ -62,7 +62,7 @@ def test_initial_trainable_equals_the_scheme():
     fixed = prog.module(dtype=torch.float64)
     learn = prog.module(trainable=True, dtype=torch.float64)
     names = sorted(n for n, _ in learn.named_parameters())
-    assert names == ["blocks.0.log_params.lambda", "blocks.0.rho", "blocks.0.weights.0"]
+    assert names == ["blocks.0.log_params.param_lambda", "blocks.0.rho", "blocks.0.weights.0"]
     u = torch.randn(3, 40, dtype=torch.float64)
     torch.testing.assert_close(learn(u), fixed(u), rtol=1e-6, atol=1e-7)
     assert learn.certificate()[0]["tau"] == pytest.approx(0.3, rel=1e-6)
@@ -108,7 +108,7 @@ def test_any_parameter_value_is_stable():
         p = net.blocks[0]
         p.weights[0].copy_(torch.tensor([-37.0, 52.5], dtype=torch.float64))
         p.rho.fill_(60.0)
-        p.log_params["lambda"].fill_(-8.0)
+        p.log_params["param_lambda"].fill_(-8.0)
     cert = net.certificate()[0]
     assert cert["theta"] < 1.0 and cert["params"]["lambda"] > 0
     d, step, tau = dense_block_1d(cert, 0, n, "periodic")
