@@ -119,10 +119,8 @@ class Program:
             net = self.module(**module_options)
         if self.learned and (on_step is not None or steps is not None):
             raise ValueError("a learned bank's network runs whole: no steps or on_step")
-        if not isinstance(u0, torch.Tensor):
-            like = next(iter(net.buffers()), next(iter(net.parameters()), None))
-            u0 = torch.as_tensor(u0, dtype=like.dtype if like is not None and like.is_floating_point()
-                                 else torch.get_default_dtype())
+        if not isinstance(u0, torch.Tensor):  # the dtype asked for, else torch's default
+            u0 = torch.as_tensor(u0, dtype=module_options.get("dtype") or torch.get_default_dtype())
         total = self.arch.scheme.steps if steps is None else _positive_steps(steps)
         if self.learned:
             with torch.no_grad():
