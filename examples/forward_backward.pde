@@ -1,4 +1,4 @@
-# Refused: forward-backward diffusivity, g < 0 for |s| > lambda (MATH.md 1: g >= 0 is needed)
+# Refused: forward-backward diffusivity, g < 0 for |s| > lambda (docs/theory.md §1: g >= 0 is needed)
 pde forward_backward
 param lambda = 0.1
 field u(x)

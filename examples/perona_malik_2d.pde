@@ -1,5 +1,5 @@
 # Perona-Malik diffusion of a grayscale image: two-channel gradient conv, vector activation,
-# transposed conv (the divergence); tau_max = 2 / (L (4/hx^2 + 4/hy^2)) = h^2 / 4 (MATH.md 2)
+# transposed conv (the divergence); tau_max = 2 / (L (4/hx^2 + 4/hy^2)) = h^2 / 4 (docs/theory.md §2)
 pde perona_malik_2d
 
 param lambda = 0.05

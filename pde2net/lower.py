@@ -86,7 +86,7 @@ class Explicit:
 
 @dataclass(frozen=True)
 class FED:
-    """Fast Explicit Diffusion (MATH.md 3): ``cycles`` cycles of ``cycle_length`` explicit steps
+    """Fast Explicit Diffusion (docs/theory.md §3): ``cycles`` cycles of ``cycle_length`` explicit steps
     with the step sizes ``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))`` (exact), applied in
     Leja order (``taus`` is already ordered; ``order`` the original indices i).  ``update``:
     ``cycle`` freezes the diffusivity at the start of each cycle, ``step`` re-evaluates it."""
@@ -111,7 +111,7 @@ class FED:
 
 @dataclass(frozen=True)
 class FSI:
-    """Fast Semi-Iterative scheme (MATH.md 4): per cycle, ``u^(k+1) = a_k (u^k - tau A(u^k)) +
+    """Fast Semi-Iterative scheme (docs/theory.md §4): per cycle, ``u^(k+1) = a_k (u^k - tau A(u^k)) +
     (1 - a_k) u^(k-1)``, ``a_k = (4k+2)/(2k+3)``, ``u^(-1) = u^0``; diffusivity frozen per cycle
     unless ``update = step``."""
 
@@ -136,7 +136,7 @@ class FSI:
 
 @dataclass(frozen=True)
 class Implicit:
-    """Implicit time steps as a recurrent network (MATH.md 5, 6).  ``solver``: ``cg`` / ``jacobi``
+    """Implicit time steps as a recurrent network (docs/theory.md §5, §6).  ``solver``: ``cg`` / ``jacobi``
     solve the lagged-diffusivity system ``(I + tau D^T G(u^k) D) u^(k+1) = u^k`` from 0 with
     ``iterations`` iterations fed with u^k; ``fixed_point`` iterates ``v <- u^k - tau D^T Phi(D v)``
     from ``v = u^k`` (fully implicit).  ``omega`` is the Jacobi damping."""
@@ -151,7 +151,7 @@ class Implicit:
 @dataclass(frozen=True)
 class Multigrid:
     """Linear implicit steps ``(I + tau c D^T D) u^(k+1) = u^k`` (Phi(s) = c s), each solved by
-    ``cycles`` V(pre, post)-cycles from u^k (MATH.md 7): damped Jacobi smoothing, restriction R,
+    ``cycles`` V(pre, post)-cycles from u^k (docs/theory.md §7): damped Jacobi smoothing, restriction R,
     prolongation ``P = 2 R^T``, Galerkin coarse operators ``R A P``.  ``levels = 0``: as many as
     the grid allows.  ``kernel`` is the interior kernel of A (exact), ``coarse_kernels`` the
     interior Galerkin kernels of the vertex-centred hierarchy (exact, for reports)."""
@@ -473,7 +473,7 @@ def lower_scheme(model: Model) -> Scheme:
     if kind == "implicit":
         omega = get("omega")
         if omega is None:
-            omega = sp.Integer(2) / (jacobi_width(model) + 1)  # inside the limit 2/K (MATH.md 5)
+            omega = sp.Integer(2) / (jacobi_width(model) + 1)  # inside the limit 2/K (docs/theory.md §5)
         return Implicit(get("tau"), int(get("steps")), str(get("solver")),
                         int(get("iterations")), omega)
     if kind == "multigrid":
@@ -482,7 +482,7 @@ def lower_scheme(model: Model) -> Scheme:
 
 
 def fed_step_sizes(tau_max: sp.Expr, n: int) -> list[sp.Expr]:
-    """``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))``, i = 0..n-1 (MATH.md 3), to 30 digits.
+    """``tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2)))``, i = 0..n-1 (docs/theory.md §3), to 30 digits.
 
     Exact cosines cost sympy ~1 ms each (seconds for long cycles) and buy nothing: the guarantee
     rests on the cycle polynomial, and each ``-tau_i w_j`` is still rounded to float64 only once.
@@ -506,7 +506,7 @@ def leja_order(points: list[float]) -> list[int]:
     """Leja ordering of the roots ``1/tau_i`` of the cycle polynomial: start with the largest,
     then repeatedly take the point maximising the product of distances to those taken (sums of
     logs, so nothing overflows; ties go to the lower index).  Keeps the partial products of
-    ``(1 - tau_i lambda)`` small, which is what makes a long FED cycle survive rounding (MATH.md 3)."""
+    ``(1 - tau_i lambda)`` small, which is what makes a long FED cycle survive rounding (docs/theory.md §3)."""
     import numpy as np
 
     x = np.asarray(points, dtype=float)
@@ -546,7 +546,7 @@ def lower_multigrid(model: Model) -> Multigrid:
     tau = get("tau")
     st = make_stencil(model.stencil.kind, model.order, model.grid[0], model.stencil.weights,
                       model.stencil.offset)
-    # omega = 2/(K+1): 2/3 for m = 1 (MATH.md 7), inside the Jacobi limit 2/K for every m (MATH.md 5)
+    # omega = 2/(K+1): 2/3 for m = 1 (docs/theory.md §7), inside the Jacobi limit 2/K for every m (docs/theory.md §5)
     omega = sp.Integer(2) / (jacobi_width(model) + 1)
     kernel = operator_kernel(st.scaled, tau * c)
     coarse = []

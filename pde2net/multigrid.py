@@ -1,4 +1,4 @@
-"""Multigrid V-cycles for ``A u = f``, ``A = I + tau c D^T D`` (MATH.md 7), written once for NumPy
+"""Multigrid V-cycles for ``A u = f``, ``A = I + tau c D^T D`` (docs/theory.md §7), written once for NumPy
 and torch.
 
 The functions below touch arrays only through slicing, arithmetic and the small adapter ``ops``

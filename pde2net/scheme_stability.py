@@ -1,7 +1,7 @@
-"""Stability rules for FED, FSI, implicit and multigrid (MATH.md 3-7); registered in
+"""Stability rules for FED, FSI, implicit and multigrid (docs/theory.md §3-§7); registered in
 :data:`pde2net.stability._RULES`.  NumPy and sympy only: ``pde2net check`` never imports torch.
 
-Each verdict rests on one statement of MATH.md, named in ``statement``:
+Each verdict rests on one statement of docs/theory.md, named in ``statement``:
 
 - FED / FSI (3, 4): with ``0 <= Phi(s)/s <= L`` and ``tau <= 2 / (L ||D||^2)`` a cycle is stable
   when the diffusivity is frozen for the cycle (or the flux is linear): the frozen cycle is the
@@ -46,7 +46,7 @@ def _flux_failure(facts: FluxFacts, nb: Optional[sp.Expr]) -> Optional[tuple[boo
     if facts.status == "negative":
         return (False, "not stable", f"backward diffusion (negative diffusivity: {facts.detail}); "
                 f"the proof needs Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 "
-                f"(MATH.md 1)")
+                f"(docs/theory.md §1)")
     if facts.status == "unbounded":
         return (False, "not stable", f"unbounded diffusivity: {facts.detail}, so no step size "
                 "satisfies tau <= 2/(L ||D||^2)")
@@ -112,7 +112,7 @@ def _cycle_scheme(model: Model, arch: Architecture, tau: sp.Expr, n: int, cycles
     if not ok:
         return out, out(False, "not stable",
                         f"tau = {float(tau):.6g} exceeds 2/(L ||D||^2) = {float(bound):.6g}; outside that "
-                        f"interval the {name} cycle polynomial explodes (MATH.md 3)", bound)
+                        f"interval the {name} cycle polynomial explodes (docs/theory.md §3)", bound)
     linear = model.linear
     out.hyps.append({"name": "frozen per cycle", "holds": linear or update == "cycle",
                      "detail": "linear flux (nothing to freeze)" if linear else f"update = {update}"})
@@ -120,7 +120,7 @@ def _cycle_scheme(model: Model, arch: Architecture, tau: sp.Expr, n: int, cycles
         return out, out(False, "cannot prove",
                         f"not proven stable: the diffusivity is re-evaluated every step (update = step); "
                         f"{name} is proven stable only with the diffusivity frozen per cycle, and "
-                        f"per-step updates can grow (MATH.md 3, 4). Use update = cycle.", bound)
+                        f"per-step updates can grow (docs/theory.md §3, §4). Use update = cycle.", bound)
     how = "linear flux" if linear else "diffusivity frozen per cycle"
     return out, out(True, "stable",
                     f"0 <= Phi(s)/s <= L = {facts.L}, tau = {float(tau):.6g} <= 2/(L ||D||^2) = "
@@ -131,7 +131,7 @@ def _cycle_scheme(model: Model, arch: Architecture, tau: sp.Expr, n: int, cycles
 def _fed(model: Model, arch: Architecture) -> StabilityReport:
     sch: FED = arch.scheme
     out, rep = _cycle_scheme(model, arch, sch.tau_max, sch.cycle_length, sch.cycles, sch.update,
-                             "FED", "MATH.md 3: FED cycles with the diffusivity frozen per cycle")
+                             "FED", "docs/theory.md §3: FED cycles with the diffusivity frozen per cycle")
     rep.extra["step_sizes"] = [float(t) for t in sch.taus]
     rep.extra["step_order"] = "Leja"
     rep.extra["largest_step"] = max(rep.extra["step_sizes"])
@@ -141,7 +141,7 @@ def _fed(model: Model, arch: Architecture) -> StabilityReport:
 def _fsi(model: Model, arch: Architecture) -> StabilityReport:
     sch: FSI = arch.scheme
     out, rep = _cycle_scheme(model, arch, sch.tau, sch.cycle_length, sch.cycles, sch.update, "FSI",
-                             "MATH.md 4: FSI cycles with the diffusivity frozen per cycle")
+                             "docs/theory.md §4: FSI cycles with the diffusivity frozen per cycle")
     rep.extra["alphas"] = [str(a) for a in sch.alphas]
     rep.extra["step_sizes"] = [float(sch.tau)] * sch.cycle_length  # every FSI step uses tau
     rep.extra["largest_step"] = float(sch.tau)
@@ -155,7 +155,7 @@ def _implicit(model: Model, arch: Architecture) -> StabilityReport:
     nb = norm_bound(arch)
     if sch.solver == "fixed_point":
         return _fixed_point(model, arch, sch, facts, nb)
-    out = _Builder(model, arch, "MATH.md 5: semi-implicit (lagged diffusivity) steps", sch.tau, nb, facts)
+    out = _Builder(model, arch, "docs/theory.md §5: semi-implicit (lagged diffusivity) steps", sch.tau, nb, facts)
     k = jacobi_width(model)
     out.extra.update({"steps": sch.steps, "stopping_time": float(sch.tau * sch.steps),
                       "solver": sch.solver, "iterations": sch.iterations, "start": "x0 = 0"})
@@ -171,20 +171,20 @@ def _implicit(model: Model, arch: Architecture) -> StabilityReport:
         return out(*fail)
     unc = "unconditional"
     if sch.solver == "cg":
-        out.statement = "MATH.md 5: CG from x0 = 0 never increases the norm"
+        out.statement = "docs/theory.md §5: CG from x0 = 0 never increases the norm"
         return out(True, "stable", f"g = Phi(s)/s in [0, {facts.L}] so I + tau D^T G D is symmetric "
                    f"positive definite; CG from x0 = 0 never increases the 2-norm, for every tau and any "
-                   f"number of iterations (MATH.md 5)", None, "proof", True, unc)
+                   f"number of iterations (docs/theory.md §5)", None, "proof", True, unc)
     two_point = model.order == 1 and k == 2
     if two_point and sch.omega <= 1:
-        out.statement = "MATH.md 5: Jacobi from x0 = 0 with m = 1 cannot increase the norm"
+        out.statement = "docs/theory.md §5: Jacobi from x0 = 0 with m = 1 cannot increase the norm"
         return out(True, "stable", f"m = 1 with two-point rows: I + tau D^T G D is an M-matrix with "
                    f"nonnegative row sums, so damped Jacobi (omega = {sch.omega} <= 1) from x0 = 0 keeps "
-                   f"||x||_inf and ||x||_1, hence ||x||_2, below ||u^k|| for every tau (MATH.md 5)",
+                   f"||x||_inf and ||x||_1, hence ||x||_2, below ||u^k|| for every tau (docs/theory.md §5)",
                    None, "proof", True, unc)
     conv = "converges" if out.extra["jacobi_converges"] else "is not proven to converge"
     return out(False, "cannot prove",
-               f"cannot prove: the exact lagged-diffusivity step is stable for every tau (MATH.md 5), "
+               f"cannot prove: the exact lagged-diffusivity step is stable for every tau (docs/theory.md §5), "
                f"and damped Jacobi with omega = {sch.omega} {conv} (omega < 2/{k}), but a fixed number "
                f"of Jacobi iterations has no proven norm bound for m = {model.order}; use solver = cg",
                None, "none", True, unc)
@@ -192,7 +192,7 @@ def _implicit(model: Model, arch: Architecture) -> StabilityReport:
 
 def _fixed_point(model: Model, arch: Architecture, sch: Implicit, facts: FluxFacts,
                  nb: Optional[sp.Expr]) -> StabilityReport:
-    out = _Builder(model, arch, "MATH.md 6: fixed-point iteration for the fully implicit step",
+    out = _Builder(model, arch, "docs/theory.md §6: fixed-point iteration for the fully implicit step",
                    sch.tau, nb, facts)
     lip = lipschitz(model.flux_value)
     out.extra.update({"steps": sch.steps, "stopping_time": float(sch.tau * sch.steps),
@@ -204,7 +204,7 @@ def _fixed_point(model: Model, arch: Architecture, sch: Implicit, facts: FluxFac
         why = "sup |Phi'(s)| could not be derived" if lip is None else "no exact bound on ||D||^2"
         out.extra["fixed_point_limit"] = None
         return out(False, "cannot prove", f"cannot prove: {why}, so the fixed-point iteration's "
-                   f"convergence limit 1/(Lip ||D||^2) is unknown (MATH.md 6)", None, "none",
+                   f"convergence limit 1/(Lip ||D||^2) is unknown (docs/theory.md §6)", None, "none",
                    bound_expr="1/(Lip*||D||^2)")
     limit = 1 / (lip * nb)
     limit = sp.nsimplify(limit) if limit.is_Float else limit
@@ -215,7 +215,7 @@ def _fixed_point(model: Model, arch: Architecture, sch: Implicit, facts: FluxFac
             else f"is not guaranteed to converge (tau >= 1/(Lip ||D||^2) = {float(limit):.6g}; beyond "
                  f"it a nonmonotone flux can have several solutions)")
     return out(False, "cannot prove",
-               f"cannot prove: with Lip = sup |Phi'| = {lip} the iteration {conv} (MATH.md 6), but no "
+               f"cannot prove: with Lip = sup |Phi'| = {lip} the iteration {conv} (docs/theory.md §6), but no "
                f"norm bound for a fixed number of iterations is proven", limit, "none",
                bound_expr="1/(Lip*||D||^2)")
 
@@ -225,7 +225,7 @@ def _multigrid(model: Model, arch: Architecture) -> StabilityReport:
     sch: Multigrid = arch.scheme
     facts = flux_facts(model.flux_value)
     nb = norm_bound(arch)
-    out = _Builder(model, arch, "MATH.md 7: multigrid V-cycles for the linear implicit step",
+    out = _Builder(model, arch, "docs/theory.md §7: multigrid V-cycles for the linear implicit step",
                    sch.tau, nb, facts)
     st = arch.stencils[0]
     periodic = st.boundary == "periodic"
@@ -247,8 +247,8 @@ def _multigrid(model: Model, arch: Architecture) -> StabilityReport:
     got = f"{factor:.3g} per V({sch.pre},{sch.post})-cycle for N = {n}" if factor is not None else note
     return out(False, "cannot prove",
                f"cannot prove: the exact step (I + tau c D^T D) u^(k+1) = u^k is stable for every tau "
-               f"(MATH.md 5), but the network runs {sch.cycles} V-cycle(s) per step; their convergence "
-               f"factor is observed, not proven: {got} (MATH.md 7)", None, "observed", True, "unconditional")
+               f"(docs/theory.md §5), but the network runs {sch.cycles} V-cycle(s) per step; their convergence "
+               f"factor is observed, not proven: {got} (docs/theory.md §7)", None, "observed", True, "unconditional")
 
 
 def multigrid_factor(arch: Architecture, n: int) -> tuple[Optional[float], str]:

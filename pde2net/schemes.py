@@ -5,14 +5,14 @@ Each is written against the operator interface of :mod:`pde2net.layers` (``D``, 
 solvers), so the 1D operator and the 2D one plug in alike.  One ``block`` is one step of the
 outer loop (one cycle for FED/FSI, one time step otherwise); ``forward`` repeats it ``steps`` times.
 
-- FED  (MATH.md 3): ResNet blocks ``u - tau_i D^T (G * D u)`` with the step sizes in Leja order,
+- FED  (docs/theory.md §3): ResNet blocks ``u - tau_i D^T (G * D u)`` with the step sizes in Leja order,
   ``G = g(D u)`` frozen at the start of each cycle (``update = step``: ``u - tau_i D^T Phi(D u)``).
-- FSI  (MATH.md 4): ``u^(k+1) = a_k (u^k - tau D^T (G * D u^k)) + (1 - a_k) u^(k-1)``: a ResNet
+- FSI  (docs/theory.md §4): ``u^(k+1) = a_k (u^k - tau D^T (G * D u^k)) + (1 - a_k) u^(k-1)``: a ResNet
   with an extra skip from two blocks back, ``u^(-1) = u^0``, restarted every cycle.
-- Implicit (MATH.md 5, 6): a recurrent block iterated ``iterations`` times, fed with u^k every
+- Implicit (docs/theory.md §5, §6): a recurrent block iterated ``iterations`` times, fed with u^k every
   time: CG or damped Jacobi for ``(I + tau D^T G(u^k) D) x = u^k`` from x = 0, or the fixed point
   ``v <- u^k - tau D^T Phi(D v)`` from v = u^k.
-- Multigrid (MATH.md 7): V-cycles as a U-net (see :mod:`pde2net.multigrid`).
+- Multigrid (docs/theory.md §7): V-cycles as a U-net (see :mod:`pde2net.multigrid`).
 
 Imports go one way: this module builds on :mod:`pde2net.layers` (the operators and the explicit
 network), which knows nothing of the schemes.
@@ -107,7 +107,7 @@ def _tensor_like(g: Any, like: torch.Tensor) -> torch.Tensor:
 
 class FEDNet(DiffusionNet):
     """FED: per cycle, ResNet blocks with the FED step sizes tau_i (Leja order); the diffusivity is
-    evaluated once per cycle and frozen (the stability proof needs it, MATH.md 3)."""
+    evaluated once per cycle and frozen (the stability proof needs it, docs/theory.md §3)."""
 
     scheme_type = FED
 

@@ -1,6 +1,6 @@
 """Stage 5: (Model, Architecture) -> :class:`StabilityReport`, a derived bound and its reasoning.
 
-For the explicit scheme (MATH.md 1): with the same D and its exact transpose,
+For the explicit scheme (docs/theory.md §1): with the same D and its exact transpose,
 
     0 <= Phi(s)/s <= L for all s != 0   and   0 < tau <= 2 / (L ||D||^2)
     =>  ||u - tau D^T Phi(D u)||_2 <= ||u||_2  for every u,
@@ -217,7 +217,7 @@ def _negative_region(r: sp.Expr, where: str) -> str:
 
 @functools.lru_cache(maxsize=128)
 def lipschitz(phi: sp.Expr, seconds: float = SYMBOLIC_SECONDS) -> Optional[sp.Expr]:
-    """``Lip = sup |Phi'(s)|`` (MATH.md 8), or None when it is unbounded or not derivable."""
+    """``Lip = sup |Phi'(s)|`` (docs/theory.md §8), or None when it is unbounded or not derivable."""
     try:
         with time_limit(seconds):
             d = sp.diff(phi, S)
@@ -251,7 +251,7 @@ class StabilityReport:
     bound_expr: str
     verdict: str  # "stable" | "not stable" | "cannot prove"
     guarantee: str  # "proof" | "observed" | "none"
-    statement: str  # which statement of MATH.md it rests on
+    statement: str  # which statement of docs/theory.md it rests on
     unconditional: bool = False
     flux: str = ""
     stencil: str = ""
@@ -340,7 +340,7 @@ def _symbolic_bound(arch: Architecture) -> str:
 
 
 def _symbolic_bound_2d(arch: Architecture) -> str:
-    """``2 / (L (p_x/hx^2 + p_y/hy^2))`` for a 2D gradient with cells hx x hy (MATH.md 2: the
+    """``2 / (L (p_x/hx^2 + p_y/hy^2))`` for a 2D gradient with cells hx x hy (docs/theory.md §2: the
     squared norm of the stacked gradient is at most the sum of the per-axis symbol bounds)."""
     L = sp.Symbol("L", positive=True)
     total = sp.Integer(0)
@@ -391,7 +391,7 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
     base = _base(model, arch, facts, nb)
     tau = sch.tau
     hyps = _flux_hypotheses(facts)
-    statement = "MATH.md 1: Euclidean stability of the explicit scheme"
+    statement = "docs/theory.md §1: Euclidean stability of the explicit scheme"
     extra: dict[str, Any] = {"steps": sch.steps, "stopping_time": float(tau * sch.steps)}
     exact = {"tau": str(tau), "L": _fmt(facts.L), "norm_D_sq": _fmt(nb)}
 
@@ -408,7 +408,7 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
     if facts.status == "negative":
         return report(False, "not stable",
                       f"backward diffusion (negative diffusivity: {facts.detail}); the proof needs "
-                      f"Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 (MATH.md 1)")
+                      f"Phi(s)/s >= 0, and with a sign change a ramp grows for every tau > 0 (docs/theory.md §1)")
     if facts.status == "unbounded":
         return report(False, "not stable",
                       f"unbounded diffusivity: {facts.detail}, so no tau satisfies tau <= 2/(L ||D||^2)")
@@ -420,7 +420,7 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
         return report(True, "stable", "Phi = 0: every step is the identity", None, "proof", True)
     tau_max = sp.nsimplify(2 / (facts.L * nb)) if (2 / (facts.L * nb)).is_Float else 2 / (facts.L * nb)
     hyps.append({"name": "tau <= 2/(L ||D||^2)", "holds": None, "detail": f"tau = {tau}, bound = {tau_max}"})
-    if model.order == 1 and model.ndim == 1 and arch.stencils[0].stencil.size == 2:  # MATH.md 1 is 1D
+    if model.order == 1 and model.ndim == 1 and arch.stencils[0].stencil.size == 2:  # docs/theory.md §1 is 1D
         extra["max_min_principle"] = bool(_le(tau, arch.stencils[0].stencil.h ** 2 / (2 * facts.L)))
     ok = _le(tau, tau_max)
     hyps[-1]["holds"] = ok
@@ -430,11 +430,11 @@ def _explicit(model: Model, arch: Architecture) -> StabilityReport:
         return report(False, "not stable",
                       f"tau = {float(tau):.6g} exceeds the bound tau_max = 2/(L ||D||^2) = "
                       f"{float(tau_max):.6g} (L = {facts.L}, ||D||^2 <= {nb}); at tau above the bound "
-                      f"small multiples of the top singular vector grow (MATH.md 1)", tau_max)
+                      f"small multiples of the top singular vector grow (docs/theory.md §1)", tau_max)
     return report(True, "stable",
                   f"0 <= Phi(s)/s <= L = {facts.L} and tau = {float(tau):.6g} <= 2/(L ||D||^2) = "
                   f"{float(tau_max):.6g} with ||D||^2 <= {nb}: ||u^(k+1)|| <= ||u^k|| for every input "
-                  f"(MATH.md 1)", tau_max, "proof")
+                  f"(docs/theory.md §1)", tau_max, "proof")
 
 
 # ------------------------------------------------------------ where the flux is real and finite

@@ -12,7 +12,7 @@ correlation of the padded signal and D^T the matching ``conv_transpose``:
   ``D^T D = tridiag(-1, 2, -1) / h^2`` (docs/theory.md §12).
 
 Each is a finite section of the bi-infinite Toeplitz operator (or a circulant), which is what the
-symbol bound ``||D||^2 <= max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)`` needs (MATH.md 2).
+symbol bound ``||D||^2 <= max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)`` needs (docs/theory.md §2).
 Neumann and Dirichlet are adjoint to each other in their paddings: neumann pads D^T by K-1 zeros
 on both sides, dirichlet pads D.
 """
@@ -139,7 +139,7 @@ class Stencil:
         """``max_theta |sum_j w_j e^(i j theta)|^2 / h^(2m)``, exactly; None when sympy cannot.
 
         With x = cos(theta), ``|sigma|^2 = sum_(j,k) w_j w_k T_|j-k|(x)`` is a polynomial on [-1, 1];
-        its maximum is at x = +-1 or at a real root of its derivative (MATH.md 2).
+        its maximum is at x = +-1 or at a real root of its derivative (docs/theory.md §2).
         """
         m = _poly_max(self.weights)
         return None if m is None else m / self.h ** (2 * self.order)

@@ -2,7 +2,7 @@
 
 ``prog.module(trainable=True)`` turns the explicit scheme ``u <- u - tau D^T Phi(D u)`` into a
 network whose stencil weights, time step and diffusivity params are ``nn.Parameter``s, under a
-parametrisation that keeps the hypotheses of MATH.md 1 true whatever FINITE float values training
+parametrisation that keeps the hypotheses of docs/theory.md §1 true whatever FINITE float values training
 gives them (a NaN or infinite raw parameter is refused with a ValueError: training has diverged):
 
 - Effective weights (scale-free).  With ``w`` the raw weights of all axes, ``m = max_j |w_j|`` and

@@ -5,10 +5,10 @@ spec's grid size N:
 
 1. the symbolic report itself (as ``check``);
 2. the actual operator norm ``||D||_2^2`` of this N (dense SVD, or Lanczos on large grids), which
-   must not exceed the symbol bound the report used (MATH.md 2);
+   must not exceed the symbol bound the report used (docs/theory.md §2);
 3. a stress battery through the emitted network -- random inputs, steps, ramps, alternating
    signs, spikes and the top singular vector of D, each at amplitudes from 1e-6 to 1e3 of the flux
-   argument (growth at the edge of the bound appears only at small amplitude, MATH.md 1) -- and an
+   argument (growth at the edge of the bound appears only at small amplitude, docs/theory.md §1) -- and an
    adversarial search maximising ``||u_K|| / ||u_0||`` by gradient ascent through the network;
 4. agreement of the network with an independent dense-matrix implementation of the scheme
    (D assembled entry by entry, the scheme iterated with NumPy: no code shared with the network
@@ -302,7 +302,7 @@ def _explicit_work(arch: Architecture, op: DenseOperator, L: float) -> float:
 
 @register_reference(lower.Explicit, work=_explicit_work)
 def explicit_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
-    """``steps`` times ``u <- u - tau D^T Phi(D u)`` (MATH.md 1)."""
+    """``steps`` times ``u <- u - tau D^T Phi(D u)`` (docs/theory.md §1)."""
     tau = float(arch.scheme.tau)
     u = np.array(u0, dtype=np.float64)
     for _ in range(arch.scheme.steps):
@@ -318,7 +318,7 @@ def _fed_work(arch: Architecture, op: DenseOperator, L: float) -> float:
 @register_reference(lower.FED, work=_fed_work)
 def fed_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
     """Per cycle, ``u <- u - tau_i D^T (G D u)`` over the FED step sizes in the stored (Leja) order
-    with ``G = g(D u)`` frozen at the cycle's start; ``update = step``: explicit steps (MATH.md 3)."""
+    with ``G = g(D u)`` frozen at the cycle's start; ``update = step``: explicit steps (docs/theory.md §3)."""
     sch = arch.scheme
     u = np.array(u0, dtype=np.float64)
     for _ in range(sch.cycles):
@@ -341,7 +341,7 @@ def _fsi_work(arch: Architecture, op: DenseOperator, L: float) -> float:
 @register_reference(lower.FSI, work=_fsi_work)
 def fsi_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) -> np.ndarray:
     """Per cycle, ``u^(k+1) = a_k (u^k - tau D^T (G D u^k)) + (1 - a_k) u^(k-1)``,
-    ``a_k = (4k + 2) / (2k + 3)``, ``u^(-1) = u^0`` (MATH.md 4)."""
+    ``a_k = (4k + 2) / (2k + 3)``, ``u^(-1) = u^0`` (docs/theory.md §4)."""
     sch = arch.scheme
     tau = float(sch.tau)
     u = np.array(u0, dtype=np.float64)
@@ -372,7 +372,7 @@ def implicit_reference(arch: Architecture, op: DenseOperator, u0: np.ndarray) ->
     """Each time step from u^k with ``A = I + tau D^T G(u^k) D`` (G lagged): ``cg`` -- that many
     conjugate-gradient iterations from x = 0; ``jacobi`` -- damped Jacobi
     ``x <- x + omega (u^k - A x) / diag(A)`` from x = 0, ``diag(A)_j = 1 + tau sum_i D_ij^2 G_i``;
-    ``fixed_point`` -- ``v <- u^k - tau D^T Phi(D v)`` from v = u^k (MATH.md 5, 6)."""
+    ``fixed_point`` -- ``v <- u^k - tau D^T Phi(D v)`` from v = u^k (docs/theory.md §5, §6)."""
     sch = arch.scheme
     tau, omega = float(sch.tau), float(sch.omega) if sch.omega is not None else 1.0
     u = np.array(u0, dtype=np.float64)
@@ -430,7 +430,7 @@ def _multigrid_work(arch: Architecture, op: DenseOperator, L: float) -> float:
 
 def _multigrid_rtol(arch: Architecture) -> float:
     """The network's V-cycles only approximate the exact solve: from x = u^k each cycle reduces
-    the error by a factor rho (MATH.md 7 observes rho <= 0.084 for V(2,2) from N = 65 to 4097; we
+    the error by a factor rho (docs/theory.md §7 observes rho <= 0.084 for V(2,2) from N = 65 to 4097; we
     allow rho = 0.3 for any smoothing counts), and the solve is a contraction, so the steps' errors
     add up: ``||x_net - x_exact|| <= steps rho^cycles ||u^0||``."""
     sch = arch.scheme
@@ -529,7 +529,7 @@ def battery_inputs(op: DenseOperator, top: np.ndarray, rng: np.random.Generator
 
     Each shape is scaled so that ``max |D u_0|`` (the largest flux argument) equals the
     amplitude: flux nonlinearities live on that scale, and small amplitudes are where a step
-    just above the bound shows its growth (MATH.md 1)."""
+    just above the bound shows its growth (docs/theory.md §1)."""
     grid = op.grid
     n = op.n
     idx = np.indices(grid).reshape(len(grid), -1).astype(np.float64)

@@ -1,6 +1,6 @@
 """Independent dense NumPy float64 references for the tests.
 
-Written from the mathematics (MATH.md), not from pde2net's code: matrices are assembled entry by
+Written from the mathematics (docs/theory.md), not from pde2net's code: matrices are assembled entry by
 entry from the stencil definition ``(D u)_i = h^-m sum_j w_j u_(i + j - o)`` and the boundary rule,
 and schemes are iterated with plain matrix products.
 """

@@ -86,7 +86,7 @@ def test_charbonnier_and_linear_laplace_match_reference():
 
 @pytest.mark.parametrize("hx, hy", [(1.0, 1.0), (1.0, 0.5), (0.25, 2.0)])
 def test_bound_is_two_over_L_times_four_over_h_squared(hx, hy):
-    """MATH.md 2: ||grad_h||^2 <= 4/hx^2 + 4/hy^2, tau_max = 2 / (L (4/hx^2 + 4/hy^2))."""
+    """docs/theory.md §2: ||grad_h||^2 <= 4/hx^2 + 4/hy^2, tau_max = 2 / (L (4/hx^2 + 4/hy^2))."""
     rep = pde2net.compile_text(spec(hx=hx, hy=hy, tau=1e-3)).stability
     assert rep.verdict == "stable" and rep.L == 1.0
     assert rep.norm_D_sq == pytest.approx(4 / hx ** 2 + 4 / hy ** 2, rel=1e-15)
@@ -119,7 +119,7 @@ def _top_vector(gx, gy, shape):
 @pytest.mark.parametrize("boundary", ["neumann", "periodic", "dirichlet"])
 def test_stable_at_the_bound_and_tight_above_it(boundary):
     """At tau = tau_max the norm never grows; at 1.1 tau_max (periodic: the bound is attained by
-    the checkerboard) a small multiple of the top singular vector grows (MATH.md 1)."""
+    the checkerboard) a small multiple of the top singular vector grows (docs/theory.md §1)."""
     shape, hx, hy = (8, 6), 1.0, 0.5
     bound = 2 / (4 / hx ** 2 + 4 / hy ** 2)
     prog = pde2net.compile_text(spec(boundary=boundary, hx=hx, hy=hy, tau=bound, steps=1, lam=0.5))

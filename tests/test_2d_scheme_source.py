@@ -78,7 +78,7 @@ def test_central_stencil_and_linear_diffusion_match_live_bitwise(name, tmp_path)
 
 def test_fed_and_cg_sources_match_dense_reference(tmp_path):
     """The generated FED cycle (step sizes in the scheme's Leja order) and CG against plain
-    float64 matrix loops over the Kronecker gradients (MATH.md 3, 5)."""
+    float64 matrix loops over the Kronecker gradients (docs/theory.md §3, §5)."""
     gx, gy = dense_gradient_2d([-1.0, 1.0], 0, SHAPE, "neumann", HX, HY)
     u = np.random.default_rng(5).standard_normal((3, *SHAPE))
     fed = pde2net.compile_text(spec(boundary="neumann", hx=HX, hy=HY, lam=LAM, scheme=SCHEMES["fed_cycle"]))

@@ -112,7 +112,7 @@ def test_docstring_states_the_pde_and_the_bound(prog):
     assert "Verdict:  stable" in doc
     two = pde2net.compile_text(SPEC_2D)
     doc2 = type(two.module()).__doc__
-    # 2 / (L (4/hx^2 + 4/hy^2)) = 2 / 5 for hx = 1, hy = 2 (MATH.md 2)
+    # 2 / (L (4/hx^2 + 4/hy^2)) = 2 / 5 for hx = 1, hy = 2 (docs/theory.md §2)
     bound = two.stability.tau_max
     assert bound == pytest.approx(0.4, rel=1e-15) and bound <= 0.4
     assert "div(g(norm(grad(u))^2) * grad(u))" in doc2 and f"tau <= {bound!r}" in doc2

@@ -1,8 +1,8 @@
 """FED, FSI and implicit schemes: networks against dense NumPy float64 implementations written
-here from MATH.md 3-6, the generated source against the live module, and the verdicts.
+here from docs/theory.md §3-§6, the generated source against the live module, and the verdicts.
 
 The dense references build D entry by entry (reference.dense_difference), apply ``D^T diag(G) D``
-as matrix products and iterate the algorithms of MATH.md literally; nothing is taken from pde2net.
+as matrix products and iterate the algorithms of docs/theory.md literally; nothing is taken from pde2net.
 """
 from __future__ import annotations
 
@@ -228,7 +228,7 @@ def test_cycle_stopping_time_is_exact(n):
         want = 0.4 * (n * n + n) / 3
         assert rep.extra["cycle_stopping_time"] == pytest.approx(want, rel=1e-14)
         assert rep.extra["stopping_time"] == pytest.approx(3 * want, rel=1e-14)
-    # the FED step sizes sum to it (closed form of MATH.md 3)
+    # the FED step sizes sum to it (closed form of docs/theory.md §3)
     assert fed_steps(0.4, n).sum() == pytest.approx(0.4 * (n * n + n) / 3, rel=1e-12)
     taus = pde2net.compile_text(spec(f"fed(tau_max = 0.4, cycle_length = {n})")).arch.scheme.taus
     assert sum(float(t) for t in taus) == pytest.approx(0.4 * (n * n + n) / 3, rel=1e-12)
@@ -267,14 +267,14 @@ def test_fed_50_float32_close_to_float64_thanks_to_leja_order():
     hi = run(prog, u0)
     lo = run(prog, u0, dtype=torch.float32)
     assert np.abs(lo - hi).max() / np.abs(hi).max() < 1e-5
-    # the same cycle in ascending order is ruined by rounding even in float64 (MATH.md 3)
+    # the same cycle in ascending order is ruined by rounding even in float64 (docs/theory.md §3)
     d = matrix(1, 256, "neumann")
     asc = fed_dense(u0, d, lambda s: np.ones_like(s), np.sort(fed_steps(0.5, 50)), 1)
     assert np.abs(asc - hi).max() / np.abs(hi).max() > 1e-3
 
 
 def test_frozen_nonlinear_fed_and_fsi_never_grow():
-    """PM at the bound, frozen per cycle: ||u|| is nonincreasing cycle by cycle (MATH.md 3, 4)."""
+    """PM at the bound, frozen per cycle: ||u|| is nonincreasing cycle by cycle (docs/theory.md §3, §4)."""
     u0 = signal(64, batch=8, seed=4) * 3
     for text in ("fed(tau_max = 0.5, cycle_length = 20)", "fsi(tau = 0.5, cycle_length = 20)"):
         prog = pde2net.compile_text(spec(text))
@@ -334,7 +334,7 @@ def test_damped_jacobi_converges_for_m2_at_tau_1000():
     u0 = signal(n, batch=1, seed=7)
     A = lagged_matrix(u0[0], d, g_pm, tau)
     iteration = np.eye(n) - omega * A / np.diag(A)[:, None]
-    assert max(abs(np.linalg.eigvals(iteration))) < 1  # converges (MATH.md 5)
+    assert max(abs(np.linalg.eigvals(iteration))) < 1  # converges (docs/theory.md §5)
     plain = np.eye(n) - A / np.diag(A)[:, None]
     assert max(abs(np.linalg.eigvals(plain))) > 1  # undamped Jacobi diverges for m = 2
     # and the network's iterates approach the solution in the A-norm, iteration by iteration
@@ -406,7 +406,7 @@ def test_check_json_has_scheme_keys(tmp_path, capsys):
         for k in keys + ["tau", "tau_max", "stable", "guarantee", "statement", "unconditional"]:
             assert k in data, (scheme, k)
         assert data["guarantee"] in ("proof", "observed", "none")
-        assert data["statement"].startswith("MATH.md")
+        assert data["statement"].startswith("docs/theory.md")
         assert main(["check", str(path)]) == 0
         assert "verdict" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""Multigrid U-nets against a dense NumPy float64 V-cycle written here from MATH.md 7, the
+"""Multigrid U-nets against a dense NumPy float64 V-cycle written here from docs/theory.md §7, the
 convergence factor per V(2,2)-cycle, and the refusals (nonlinear flux, unfit grid sizes)."""
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def test_report_uses_default_size_and_says_so():
     rep = pde2net.compile_text(spec(10)).stability
     assert rep.extra["multigrid_N"] == 257 and "default" in rep.extra["multigrid_N_from"]
     assert rep.unconditional and rep.tau_max is None and rep.guarantee == "observed"
-    assert not rep.stable  # a fixed number of V-cycles has no proof (MATH.md 7 is observed)
+    assert not rep.stable  # a fixed number of V-cycles has no proof (docs/theory.md §7 is observed)
     bad = pde2net.compile_text(spec(10, size="size N = 100\n")).stability
     assert bad.extra["convergence_factor"] is None and "2^k" in bad.extra["convergence_factor_note"]
 

@@ -71,7 +71,7 @@ def test_tau_above_bound_reports_both_numbers():
 
 
 def test_symbol_bounds_of_other_stencils():
-    """Central first difference 1/h^2; 4th-order first derivative (3 + 8 sqrt 6)/(12 h^2) (MATH.md 2)."""
+    """Central first difference 1/h^2; 4th-order first derivative (3 + 8 sqrt 6)/(12 h^2) (docs/theory.md §2)."""
     r = pde2net.compile_text(linear_spec(1, stencil="central", h="0.5")).stability
     assert sp.sympify(r.exact["norm_D_sq"]) == 4
     text = linear_spec(1).replace("stencil forward", "stencil [1/12, -2/3, 0, 2/3, -1/12] @ 2")
@@ -135,5 +135,5 @@ def test_linear_grows_just_above_the_bound(m, boundary):
 
 
 def test_max_min_principle_flag():
-    """m = 1: tau <= h^2/(2L) gives the max-min principle (MATH.md 1)."""
+    """m = 1: tau <= h^2/(2L) gives the max-min principle (docs/theory.md §1)."""
     assert pde2net.load("examples/perona_malik.pde").stability.to_dict()["max_min_principle"] is True

@@ -50,14 +50,14 @@ def test_matrix_and_adjoint_against_dense(kind, m, boundary):
     np.testing.assert_allclose(st.matrix(n, boundary), d, rtol=0, atol=1e-12)
     assert dot_test(st, n, boundary, rng) < 1e-13
     assert st.T.T == st
-    # ||D||^2 never exceeds the symbol bound, for any N (MATH.md 2)
+    # ||D||^2 never exceeds the symbol bound, for any N (docs/theory.md §2)
     for nn in (8, 9, 33):
         dn = dense_difference([float(w) for w in st.weights], st.offset, nn, boundary, h=0.5, m=m)
         assert np.linalg.norm(dn, 2) ** 2 <= float(st.symbol_sq_max()) * (1 + 1e-12)
 
 
 def test_neumann_exact_finite_norm():
-    """m = 1 zero flux: ||D||^2 = (4/h^2) cos^2(pi/2N) exactly (MATH.md 2)."""
+    """m = 1 zero flux: ||D||^2 = (4/h^2) cos^2(pi/2N) exactly (docs/theory.md §2)."""
     for n in (5, 16, 31):
         d = dense_difference([-1.0, 1.0], 0, n, "neumann", h=0.7)
         assert np.linalg.norm(d, 2) ** 2 == pytest.approx(4 / 0.49 * np.cos(np.pi / (2 * n)) ** 2, rel=1e-12)

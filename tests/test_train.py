@@ -86,8 +86,8 @@ def test_trained_network_is_stable_against_dense_reference(boundary, stencil):
         d, step, tau = dense_block_1d(cert, STENCIL_OFFSET[stencil], n, boundary)
         norm_sq = np.linalg.norm(d, 2) ** 2
         assert norm_sq <= cert["B"] * (1 + 1e-12)  # B(w) bounds ||D||^2 for the learned weights
-        assert tau * cert["L"] * norm_sq < 2.0  # MATH.md 1 holds for the learned parameters
-        # the top singular vector at small amplitude: the tight direction (MATH.md 1)
+        assert tau * cert["L"] * norm_sq < 2.0  # docs/theory.md §1 holds for the learned parameters
+        # the top singular vector at small amplitude: the tight direction (docs/theory.md §1)
         top = np.linalg.svd(d)[2][0]
         for amp in (1e-6, 1e-2, 1.0, 30.0):
             u = amp * top

@@ -33,7 +33,7 @@ def run_verify(text: str, **kw):
 
 # ------------------------------------------------------------------------- 2. the norm
 def test_norm_is_the_closed_form_finite_n_value():
-    """MATH.md 2: zero flux, forward difference: ||D||^2 = 4 cos^2(pi / 2N) / h^2."""
+    """docs/theory.md §2: zero flux, forward difference: ||D||^2 = 4 cos^2(pi / 2N) / h^2."""
     n = 64
     _, r = run_verify(spec("s", tau="0.01", steps=2, size=n))
     assert r.norm["actual"] == pytest.approx(4 * math.cos(math.pi / (2 * n)) ** 2, rel=1e-12)
@@ -114,7 +114,7 @@ def test_linear_tightness_at_the_bound(factor, grows):
 
 
 def test_perona_malik_edge_growth_appears_at_small_amplitude():
-    """MATH.md 1: at tau = (1 + d) bound, PM grows like the linear case, but only near s = 0."""
+    """docs/theory.md §1: at tau = (1 + d) bound, PM grows like the linear case, but only near s = 0."""
     _, r = run_verify(spec(tau="0.52", steps=30))
     assert r.verdict == "not stable" and r.counterexample_growth is not None
     top = next(f for f in r.battery if f["family"] == "top singular vector")
@@ -191,7 +191,7 @@ def test_missing_reference_is_a_failure(monkeypatch):
 
 def test_fed_reference_equals_the_cycle_polynomial():
     """Linear FED on the top eigenvector v of D^T D (eigenvalue mu): one cycle multiplies it by
-    prod_i (1 - tau_i mu) with tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2))) (MATH.md 3)."""
+    prod_i (1 - tau_i mu) with tau_i = tau_max / (2 cos^2(pi (2i+1) / (4n+2))) (docs/theory.md §3)."""
     n_cycle, n = 6, 32
     prog = pde2net.compile_text(spec("s", size=n, scheme=f"fed(tau_max = 0.5, cycle_length = {n_cycle})"))
     op = verify.dense_operator(prog.arch, (n,))
