@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import exprs
+from .errors import PdeError
 from .lower import Architecture, Explicit, FluxIR, StencilIR, min_points
 from .stencils import Stencil
 
@@ -420,14 +421,18 @@ class DiffusionNet(nn.Module):
 
 def exact_number(value):
     """A user's tau as an exact number: a float by its shortest decimal (``0.1`` as 1/10, as the
-    spec's ``tau = 0.1`` reads), an int or a sympy number as it is."""
+    spec's ``tau = 0.1`` reads), an int or a sympy number as it is (:func:`analyse.param_override`:
+    nothing is parsed or sympified)."""
     import sympy as sp
+
+    from .analyse import param_override
 
     if isinstance(value, bool) or not isinstance(value, (int, float, sp.Basic)):
         raise TypeError(f"tau must be a number, got {type(value).__name__}")
-    if isinstance(value, float):
-        return sp.Rational(repr(value))
-    return sp.nsimplify(value) if isinstance(value, sp.Float) else sp.sympify(value)
+    try:
+        return param_override("tau", value, label="tau")
+    except PdeError as exc:
+        raise ValueError(exc.message) from None
 
 
 def check_new_tau(net: "DiffusionNet", value):
