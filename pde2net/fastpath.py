@@ -357,8 +357,18 @@ def kernel_source(plan: dict) -> str:
 
 # ------------------------------------------------------------------------------- build
 def cache_dir() -> Path:
+    """The kernel cache: ``$PDE2NET_CACHE/fastpath`` or ``~/.cache/pde2net/fastpath``, created
+    private (0700).  Kernels are shared objects that get loaded into the process, so a directory
+    that another user owns or can write to is refused (the network then keeps its compiled step),
+    as the parser's table cache refuses one."""
     root = os.environ.get("PDE2NET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pde2net")
-    return Path(root) / "fastpath"
+    path = Path(root) / "fastpath"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise Unsupported(f"the kernel cache {path} is not private to this user (owner and mode "
+                          f"0700 needed): not loading compiled code from it")
+    return path
 
 
 def build(source: str) -> tuple[Any, float]:
@@ -371,7 +381,6 @@ def build(source: str) -> tuple[Any, float]:
         path = cache_dir() / f"k{key}.so"
         seconds = 0.0
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
                 src = Path(tmp) / "kernel.cpp"

@@ -332,3 +332,17 @@ def test_without_a_compiler_the_network_keeps_the_compiled_step(tmp_path, monkey
     monkeypatch.setenv("PATH", str(tmp_path))  # no g++
     net = pde2net.compile_text(spec(1, "neumann")).module(compile=True)
     assert "forward" not in vars(net) and net.fastpath_skipped
+
+
+def test_a_shared_cache_directory_is_refused(tmp_path, monkeypatch):
+    """Kernels are loaded into the process: a cache others can write to is never used."""
+    import os
+
+    shared = tmp_path / "shared"
+    (shared / "fastpath").mkdir(parents=True)
+    os.chmod(shared / "fastpath", 0o777)
+    monkeypatch.setenv("PDE2NET_CACHE", str(shared))
+    with pytest.raises(fastpath.Unsupported, match="not private"):
+        fastpath.cache_dir()
+    monkeypatch.setenv("PDE2NET_CACHE", str(tmp_path / "mine"))
+    assert (fastpath.cache_dir().stat().st_mode & 0o777) == 0o700
