@@ -16,7 +16,9 @@ Every scheme's proof also needs the network to compute what the mathematics assu
 where it is not makes the verdict "not stable"), the frozen diffusivity Phi(s)/s with a finite
 limit at s = 0 where the network evaluates it, and the op trees the network evaluates finite in
 float32 and float64 over the whole range of each (evaluated with NumPy; a failure makes the
-verdict "cannot prove", with the dtype and the smallest |D u| where it fails).
+verdict "cannot prove", with the dtype and the smallest |D u| where it fails), and the step sizes
+finite in both dtypes (:func:`step_check`: a param that is 1e-160 in float64 is 0 in float32
+while tau ~ 1/L is inf there, and the step computes 0 * inf = NaN).
 
 ``pde2net check --json`` (:meth:`StabilityReport.to_dict`) has the same keys for every scheme,
 null where a quantity does not apply:

@@ -444,10 +444,9 @@ class TrainableDiffusionNet(nn.Module):
         return {"ok": ok, "size": shape, "blocks": blocks, "max_gain_forward": full_gain}
 
     def _flux_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape of D u for one field: ``(2, H, W)`` on images, ``(n_rows,)`` in 1D."""
-        if self.image:
-            return (2, *shape)
-        return (self.D(torch.zeros(1, *shape, dtype=torch.float64)).shape[-1],)
+        """The shape of D u for one field: ``(2, H', W')`` on images (the flux grid: H x W, and
+        K - 1 more points along a dirichlet axis), ``(n_rows,)`` in 1D."""
+        return tuple(self.D(torch.zeros(1, *shape, dtype=torch.float64)).shape[1:])
 
     def extra_repr(self) -> str:
         learn = ", ".join(self.learnable) or "none"

@@ -70,7 +70,8 @@ def network(case):
 def dense_axis(w, offset, n, boundary, image):
     """D along one axis for n points, from ``(D u)_i = sum_j w_j u_(i + j - o)``: neumann keeps the
     complete rows (1D) or puts them at nodes o .. o + n - K with zero rows elsewhere (2D);
-    periodic wraps (aliased taps summed), dirichlet extends by zeros."""
+    periodic wraps (aliased taps summed); dirichlet extends by zeros on both sides, so D has a
+    row for every flux point that touches a node, (n + K - 1) x n."""
     k = len(w)
     if boundary == "neumann":
         rows = np.zeros((n - k + 1, n))
@@ -81,15 +82,27 @@ def dense_axis(w, offset, n, boundary, image):
         full = np.zeros((n, n))
         full[offset:offset + n - k + 1] = rows
         return full
+    if boundary == "dirichlet":  # u = 0 outside [0, n) on both sides: every row touching a node
+        d = np.zeros((n + k - 1, n))
+        for r in range(n + k - 1):
+            for j in range(k):
+                if 0 <= r + j - (k - 1) < n:
+                    d[r, r + j - (k - 1)] = w[j]
+        return d
     d = np.zeros((n, n))
     for i in range(n):
         for j in range(k):
-            col = i + j - offset
-            if boundary == "periodic":
-                d[i, col % n] += w[j]
-            elif 0 <= col < n:
-                d[i, col] += w[j]
+            d[i, (i + j - offset) % n] += w[j]
     return d
+
+
+def embedding(k, offset, n, boundary):
+    """Zero extension of an axis's n nodes to its flux points (dirichlet: K - 1 more)."""
+    if boundary != "dirichlet":
+        return np.eye(n)
+    e = np.zeros((n + k - 1, n))
+    e[k - 1 - offset:k - 1 - offset + n] = np.eye(n)
+    return e
 
 
 def dense_blocks(net, shape, boundary, offset):
@@ -101,8 +114,8 @@ def dense_blocks(net, shape, boundary, offset):
             mats = [dense_axis(ws[0], offset, shape[0], boundary, False)]
         else:
             H, W = shape
-            mats = [np.kron(np.eye(H), dense_axis(ws[0], offset, W, boundary, True)),
-                    np.kron(dense_axis(ws[1], offset, H, boundary, True), np.eye(W))]
+            mats = [np.kron(embedding(len(ws[1]), offset, H, boundary), dense_axis(ws[0], offset, W, boundary, True)),
+                    np.kron(dense_axis(ws[1], offset, H, boundary, True), embedding(len(ws[0]), offset, W, boundary))]
         lam = cert["params"].get("lambda")
         kind = net.arch.flux.text
         if "sqrt" in kind:
