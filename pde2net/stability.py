@@ -756,7 +756,8 @@ def step_constants(arch: Architecture) -> list[tuple[str, float]]:
     return out
 
 
-def step_check(arch: Architecture, dtype: Any, L: float, norm_d_sq: Optional[float]) -> Optional[str]:
+def step_check(arch: Architecture, dtype: Any, L: float,
+               norm_d_sq: Optional[float]) -> Optional[str]:
     """Why the network's step sizes are not usable in ``dtype``, or None: each tau must be finite
     there, and so must ``tau * max |w|`` (the scaled weights of ``tau D^T``) and ``tau L ||D||^2``
     with a margin (the implicit solvers form ``(I + tau D^T G D) p`` and inner products of it).
@@ -766,7 +767,7 @@ def step_check(arch: Architecture, dtype: Any, L: float, norm_d_sq: Optional[flo
 
     fi = np.finfo(dtype)
     big = float(fi.max)
-    wmax = max((max((abs(w) for w in st.weights), default=0.0) for st in arch.stencils), default=0.0)
+    wmax = max((abs(w) for st in arch.stencils for w in st.weights), default=0.0)
     nd = norm_d_sq if norm_d_sq is not None and math.isfinite(norm_d_sq) else wmax ** 2 * 4
     for label, t in step_constants(arch):
         if not math.isfinite(t) or t > big:
@@ -812,8 +813,9 @@ def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> 
     L = report.L if report.L is not None and math.isfinite(report.L) else 1.0
     for dtype in ("float32", "float64"):
         why = step_check(arch, dtype, L, report.norm_D_sq)
+        ok_text = f"every step size and tau L ||D||^2 finite in {dtype}"
         report.hypotheses.append({"name": f"steps in {dtype}", "holds": why is None,
-                                  "detail": why or f"every step size and tau L ||D||^2 finite in {dtype}"})
+                                  "detail": why or ok_text})
         if why is not None:
             failures.append(("cannot prove", why))
     if not failures or report.verdict == "not stable":
