@@ -15,6 +15,14 @@ float64, runs on stress inputs (steps, constants, ramps of slope up to 1e3, rand
   the flux evaluated from the template's own NumPy form (the value at 0 of a frozen diffusivity
   ``Phi(s)/s`` is its limit), FED step sizes, FSI weights and CG / Jacobi iterations computed here.
 
+Fixed-point iterations and multigrid V-cycles are never judged "stable" today (their bound after
+a fixed number of iterations is observed, not proven); they are generated all the same, so a
+future "stable" for them meets the same property (multigrid against the exact dense solve).
+
+Found by this suite: ``g = a`` with a = 1e-160 was "stable" with tau_max = 2.5e159, and the float32
+network computed 0 * inf = NaN (a rounds to 0, tau to inf); the verdict now checks the step sizes
+in both dtypes (``stability.step_check``).
+
 Trainable networks (explicit, stable by construction) are run with perturbed raw parameters,
 extreme ones included.  Symbolic work is cached: templates and param values come from small sets.
 CI: a few hundred examples, derandomised; ``slow``: 10^4.
