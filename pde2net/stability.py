@@ -16,7 +16,9 @@ Every scheme's proof also needs the network to compute what the mathematics assu
 where it is not makes the verdict "not stable"), the frozen diffusivity Phi(s)/s with a finite
 limit at s = 0 where the network evaluates it, and the op trees the network evaluates finite in
 float32 and float64 over the whole range of each (evaluated with NumPy; a failure makes the
-verdict "cannot prove", with the dtype and the smallest |D u| where it fails).
+verdict "cannot prove", with the dtype and the smallest |D u| where it fails), and the step sizes
+finite in both dtypes (:func:`step_check`: a param that is 1e-160 in float64 is 0 in float32
+while tau ~ 1/L is inf there, and the step computes 0 * inf = NaN).
 
 ``pde2net check --json`` (:meth:`StabilityReport.to_dict`) has the same keys for every scheme,
 null where a quantity does not apply:
@@ -731,6 +733,49 @@ def _arg_of(op: exprs.Op, params: dict[str, float], default: str) -> str:
     return args[0] if len(args) == 1 else default
 
 
+# margin for the products the solvers form from the step (inner products over the grid, the
+# residual 1 + tau L ||D||^2): the step passes when tau L ||D||^2 stays 2^-24 below the dtype's max
+STEP_PRODUCT_MARGIN = 2.0 ** -24
+
+
+def step_constants(arch: Architecture) -> list[tuple[str, float]]:
+    """(label, value) of every step size the scheme's network multiplies D^T by (FED: each
+    tau_i), as float64 numbers (inf where the exact value leaves float64)."""
+    sch = arch.scheme
+    taus = [("tau_i", t) for t in sch.taus] if isinstance(sch, FED) else [("tau", sch.tau)]
+    out = []
+    for label, t in taus:
+        try:
+            out.append((label, float(t)))
+        except (OverflowError, TypeError, ValueError):
+            out.append((label, math.inf))
+    return out
+
+
+def step_check(arch: Architecture, dtype: Any, L: float,
+               norm_d_sq: Optional[float]) -> Optional[str]:
+    """Why the network's step sizes are not usable in ``dtype``, or None: each tau must be finite
+    there, and so must ``tau * max |w|`` (the scaled weights of ``tau D^T``) and ``tau L ||D||^2``
+    with a margin (the implicit solvers form ``(I + tau D^T G D) p`` and inner products of it).
+    A param that is finite in float64 but not in float32 (1e-160 as a diffusivity: 0, and
+    tau = 1e159: inf) gives 0 * inf = NaN in the float32 network."""
+    import numpy as np
+
+    fi = np.finfo(dtype)
+    big = float(fi.max)
+    wmax = max((abs(w) for st in arch.stencils for w in st.weights), default=0.0)
+    nd = norm_d_sq if norm_d_sq is not None and math.isfinite(norm_d_sq) else wmax ** 2 * 4
+    for label, t in step_constants(arch):
+        if not math.isfinite(t) or t > big:
+            return f"the step {label} = {t:.3g} is not finite in {fi.dtype}"
+        if t * max(1.0, wmax) > big:
+            return f"the scaled weights {label} * w = {t * wmax:.3g} are not finite in {fi.dtype}"
+        if t * max(1.0, L) * max(1.0, nd) > big * STEP_PRODUCT_MARGIN:
+            return (f"{label} L ||D||^2 = {t * L * nd:.3g} is too close to the largest {fi.dtype} "
+                    f"(the solver's products overflow)")
+    return None
+
+
 def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> StabilityReport:
     """Adds the hypotheses "Phi(s) is real and finite for every real s", "Phi(s)/s has a finite
     limit at 0" (where the network evaluates the frozen or radial diffusivity) and "the network's
@@ -761,6 +806,14 @@ def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> 
                                       "detail": fc.detail})
             if not fc.ok:
                 failures.append(("cannot prove", fc.detail))
+    L = report.L if report.L is not None and math.isfinite(report.L) else 1.0
+    for dtype in ("float32", "float64"):
+        why = step_check(arch, dtype, L, report.norm_D_sq)
+        ok_text = f"every step size and tau L ||D||^2 finite in {dtype}"
+        report.hypotheses.append({"name": f"steps in {dtype}", "holds": why is None,
+                                  "detail": why or ok_text})
+        if why is not None:
+            failures.append(("cannot prove", why))
     if not failures or report.verdict == "not stable":
         return report
     verdict = "not stable" if any(v == "not stable" for v, _ in failures) else "cannot prove"

@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pde2net
-from reference import dense_difference, flux_embedding
 
 EXTREMES = [0.0, 1e-45, -1e-45, 1e-20, -1e-20, 1e20, -1e20, 3e38, -3e38, 1.0, -1.0]
 PM_G = "diffusivity g(s2) = 1 / (1 + s2 / lambda^2)"
@@ -74,8 +73,6 @@ def dense_axis(w, offset, n, boundary, image):
     periodic wraps (aliased taps summed), dirichlet extends by zeros on both sides (the full
     correlation, n + K - 1 rows: tests/reference.py)."""
     k = len(w)
-    if boundary == "dirichlet":
-        return dense_difference(w, offset, n, "dirichlet")
     if boundary == "neumann":
         rows = np.zeros((n - k + 1, n))
         for i in range(n - k + 1):
@@ -85,15 +82,27 @@ def dense_axis(w, offset, n, boundary, image):
         full = np.zeros((n, n))
         full[offset:offset + n - k + 1] = rows
         return full
+    if boundary == "dirichlet":  # u = 0 outside [0, n) on both sides: every row touching a node
+        d = np.zeros((n + k - 1, n))
+        for r in range(n + k - 1):
+            for j in range(k):
+                if 0 <= r + j - (k - 1) < n:
+                    d[r, r + j - (k - 1)] = w[j]
+        return d
     d = np.zeros((n, n))
     for i in range(n):
         for j in range(k):
-            col = i + j - offset
-            if boundary == "periodic":
-                d[i, col % n] += w[j]
-            elif 0 <= col < n:
-                d[i, col] += w[j]
+            d[i, (i + j - offset) % n] += w[j]
     return d
+
+
+def embedding(k, offset, n, boundary):
+    """Zero extension of an axis's n nodes to its flux points (dirichlet: K - 1 more)."""
+    if boundary != "dirichlet":
+        return np.eye(n)
+    e = np.zeros((n + k - 1, n))
+    e[k - 1 - offset:k - 1 - offset + n] = np.eye(n)
+    return e
 
 
 def dense_blocks(net, shape, boundary, offset):
@@ -105,9 +114,8 @@ def dense_blocks(net, shape, boundary, offset):
             mats = [dense_axis(ws[0], offset, shape[0], boundary, False)]
         else:
             H, W = shape
-            k = len(ws[0])  # both channels on the common flux grid (ghosts of a dirichlet axis)
-            mats = [np.kron(flux_embedding(k, offset, H, boundary), dense_axis(ws[0], offset, W, boundary, True)),
-                    np.kron(dense_axis(ws[1], offset, H, boundary, True), flux_embedding(k, offset, W, boundary))]
+            mats = [np.kron(embedding(len(ws[1]), offset, H, boundary), dense_axis(ws[0], offset, W, boundary, True)),
+                    np.kron(dense_axis(ws[1], offset, H, boundary, True), embedding(len(ws[0]), offset, W, boundary))]
         lam = cert["params"].get("lambda")
         kind = net.arch.flux.text
         if "sqrt" in kind:
