@@ -71,7 +71,7 @@ def dense_axis(w, offset, n, boundary, image):
     """D along one axis for n points, from ``(D u)_i = sum_j w_j u_(i + j - o)``: neumann keeps the
     complete rows (1D) or puts them at nodes o .. o + n - K with zero rows elsewhere (2D);
     periodic wraps (aliased taps summed), dirichlet extends by zeros on both sides (the full
-    correlation, n + K - 1 rows: tests/reference.py)."""
+    correlation, n + K - 1 rows)."""
     k = len(w)
     if boundary == "neumann":
         rows = np.zeros((n - k + 1, n))
