@@ -241,7 +241,7 @@ def check_spec(spec: ast.Spec) -> ast.Spec:
         defined[ident.text] = (what, ident.pos)
 
     for st in spec.statements:
-        if isinstance(st, ast.PdeStmt) and st.name.text.startswith("__"):  # DSL.md: refused
+        if isinstance(st, ast.PdeStmt) and st.name.text.startswith("__"):  # docs/language.md: refused
             raise PdeError(f"names starting with '__' are not allowed ('{st.name.text}')", st.name.pos,
                            src, "a name of ASCII letters, digits and '_' not starting with '__'")
         key = _SINGLE.get(type(st))
