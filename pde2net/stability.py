@@ -773,7 +773,21 @@ def step_check(arch: Architecture, dtype: Any, L: float,
         if t * max(1.0, L) * max(1.0, nd) > big * STEP_PRODUCT_MARGIN:
             return (f"{label} L ||D||^2 = {t * L * nd:.3g} is too close to the largest {fi.dtype} "
                     f"(the solver's products overflow)")
+    sch = arch.scheme
+    if isinstance(sch, Implicit) and sch.solver == "cg":
+        kappa = 1.0 + float(sch.tau) * L * nd  # bound on the condition number of I + tau D^T G D
+        if kappa * float(fi.eps) > CG_ROUNDING_LIMIT:
+            return (f"CG's condition number bound 1 + tau L ||D||^2 = {kappa:.3g} is beyond what "
+                    f"{fi.dtype} rounding covers (kappa eps <= 2^-4): CG's norm property holds in "
+                    f"exact arithmetic, and at this kappa its float iterates lose orthogonality and "
+                    f"can grow (docs/theory.md §14)")
     return None
+
+
+#: CG's "never increases the norm" (docs/theory.md §5) is a statement about exact arithmetic; its
+#: float iterates stay close to the exact ones only while kappa * eps is small.  At kappa ~ 1e28
+#: in float32 the residual grew 1e6-fold in 4 iterations (found by the soundness property).
+CG_ROUNDING_LIMIT = 2.0 ** -4
 
 
 def domain_checks(model: Model, arch: Architecture, report: StabilityReport) -> StabilityReport:

@@ -501,3 +501,21 @@ def test_a_step_that_overflows_float32_is_not_judged_stable():
     assert failed and failed[0]["holds"] is False
     x = torch.ones(1, *SHAPE2) * torch.arange(6.0)
     assert not torch.isfinite(prog.module(dtype=torch.float32)(x)).all()  # why it is refused
+
+
+def test_cg_beyond_float_rounding_is_not_stable():
+    """Found by the 10^4-example property: g = 1e30, CG with tau = 1e-3 on a 2D grid has the
+    condition number bound kappa = 1 + tau L ||D||^2 = 8e27; in float32 its iterates lose
+    orthogonality and the step input grows to NaN.  CG's norm property holds in exact arithmetic,
+    so beyond kappa eps <= 2^-4 the verdict is "cannot prove", naming the dtype; the float64
+    network at the same kappa is not claimed either (one verdict covers both)."""
+    text = ("pde sound\nparam a = 1e30\nfield u(x, y)\ndiffusivity g(s2) = a\n"
+            "equation dt(u) = div( g(norm(grad(u))^2) * grad(u) )\nsize NX = 6, NY = 5\n"
+            "scheme implicit(tau = 0.001, steps = 2, solver = cg, iterations = 4)\n")
+    report = pde2net.compile_text(text).stability
+    assert report.verdict == "cannot prove" and "float32" in report.reason and "CG" in report.reason
+    kappa = 1 + 1e-3 * 1e30 * 8  # L = 1e30, ||D||^2 <= 4 + 4
+    assert kappa * np.finfo(np.float32).eps > 2.0 ** -4
+    step = np.where(np.arange(6) < 3, 0.0, 1.0) * np.ones((5, 6))
+    out = pde2net.compile_text(text).module(dtype=torch.float32)(torch.tensor(step[None], dtype=torch.float32))
+    assert not torch.isfinite(out).all()  # the failure is real: the guard is not overcautious here
