@@ -116,3 +116,16 @@ def explicit_dense_2d(u0: np.ndarray, gx: np.ndarray, gy: np.ndarray, g, tau: fl
         w = g(vx ** 2 + vy ** 2)
         u = u - tau * ((w * vx) @ gx + (w * vy) @ gy)
     return u.reshape(shape)
+
+
+def load_source(src: str, tmp_path, name: str = "generated"):
+    """Generated source written to a file and imported as a module, as ``pde2net compile`` users
+    do (a test helper; the source is the package's output under test, not a reference)."""
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -4,7 +4,6 @@ float32, and equal to the dense float64 Kronecker reference to round-off."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import pde2net
 from reference import dense_gradient_2d
 from test_2d import LAPLACE, spec
 from test_2d_schemes import HX, HY, LAM, frozen_matrix
+from reference import load_source as import_source
 
 SCHEMES = {
     "fed_cycle": "fed(tau_max = 0.1, cycles = 2, cycle_length = 5)",
@@ -33,12 +33,7 @@ def load_generated(prog: pde2net.Program, tmp_path, name: str):
     tree = ast.parse(src)
     imports = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     assert imports == {"torch"} and not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
-    path = tmp_path / f"{name}.py"
-    path.write_text(src)
-    modspec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(modspec)
-    modspec.loader.exec_module(mod)
-    return getattr(mod, prog.arch.class_name)()
+    return getattr(import_source(src, tmp_path, name), prog.arch.class_name)()
 
 
 def assert_bitwise(prog: pde2net.Program, gen: torch.nn.Module, seed: int = 0) -> None:

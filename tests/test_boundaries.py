@@ -15,7 +15,6 @@ pde2net's matrices.
 """
 from __future__ import annotations
 
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 import pde2net
 from pde2net.errors import PdeError
+from reference import load_source as import_source
 
 LAM = 0.7
 
@@ -153,18 +153,10 @@ def spec_2d(stencil: str, boundary: str, tau: float = 0.1, steps: int = 6,
             f"stencil {stencil}\nscheme explicit(tau = {tau}, steps = {steps})\n")
 
 
-def load_source(src: str, tmp_path: Path, name: str):
-    path = tmp_path / f"{name}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def networks(prog, tmp_path, name):
     """(label, callable on a float64 tensor) for the live fused, live conv and emitted networks."""
-    src_cls = getattr(load_source(prog.source(), tmp_path, name), prog.arch.class_name)
+    src_cls = getattr(import_source(prog.source(), tmp_path, name), prog.arch.class_name)
     return [("fused", prog.module(backend="fused")), ("conv", prog.module(backend="conv")),
             ("source", src_cls())]
 

@@ -1,6 +1,5 @@
 """The standalone source: valid Python, imports only torch, equal to the live module."""
 import ast
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -8,17 +7,10 @@ import pytest
 import torch
 
 import pde2net
+from reference import load_source as import_source
 
 EXAMPLES = sorted(p.stem for p in Path("examples").glob("*.pde"))
 
-
-def load_source(src: str, tmp_path: Path, name: str = "generated"):
-    path = tmp_path / f"{name}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def compilable(stem: str) -> bool:
@@ -40,7 +32,7 @@ def test_source_is_standalone_and_matches_live(stem, tmp_path):
     imports = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     imports |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imports <= {"torch", "math"}
-    mod = load_source(src, tmp_path)
+    mod = import_source(src, tmp_path)
     cls = getattr(mod, prog.arch.class_name)
     net = cls()
     live = prog.module()
@@ -58,7 +50,7 @@ def test_numbers_are_printed_exactly(tmp_path):
     prog = pde2net.compile_text(text)
     src = prog.source()
     assert "k = 0.30000000000000004" in src or "k = 0.3" in src
-    mod = load_source(src, tmp_path)
+    mod = import_source(src, tmp_path)
     u = torch.randn(2, 20, dtype=torch.float64)
     assert torch.equal(mod.Odd()(u), prog.module()(u))
 
@@ -70,6 +62,6 @@ def test_source_matches_live_for_every_boundary_and_stencil(boundary, stencil, t
             f"equation dt(u) = -dxx(g(dxx(u)^2) * dxx(u))\nboundary {boundary}\nstencil {stencil}\n"
             f"scheme explicit(tau = 0.01, steps = 4)\n")
     prog = pde2net.compile_text(text)
-    mod = load_source(prog.source(), tmp_path, f"g_{boundary}")
+    mod = import_source(prog.source(), tmp_path, f"g_{boundary}")
     u = torch.randn(3, 17, dtype=torch.float64)
     assert torch.equal(mod.S()(u), prog.module()(u))

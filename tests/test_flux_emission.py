@@ -9,7 +9,6 @@ arithmetic for the scalar helper.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import math
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pde2net
 from pde2net import exprs
 from reference import binomial_weights, dense_difference, dense_gradient_2d, explicit_dense, explicit_dense_2d
 from test_schemes import cg_dense, fed_dense, fed_steps, fsi_dense, jacobi_dense, leja
+from reference import load_source as import_source
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -53,12 +53,7 @@ def load_source(prog: pde2net.Program, tmp_path: Path, name: str = "generated"):
     tree = ast.parse(src)
     imports = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
     assert imports <= {"torch", "math"} and not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
-    path = tmp_path / f"{name}.py"
-    path.write_text(src)
-    modspec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(modspec)
-    modspec.loader.exec_module(mod)
-    return getattr(mod, prog.arch.class_name)()
+    return getattr(import_source(src, tmp_path, name), prog.arch.class_name)()
 
 
 def outputs(prog: pde2net.Program, u: np.ndarray, tmp_path: Path, dtype=torch.float64):
