@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 SYMBOLIC_SECONDS = 20.0
+RETRY_SECONDS = 0.05  # how soon an expired limit fires again if its exception was swallowed
 
 
 class SymbolicTimeout(Exception):
@@ -30,7 +31,15 @@ def time_limit(seconds: Optional[float]) -> Iterator[None]:
         yield
         return
 
+    # A signal handler's exception can be swallowed where it lands (a gc callback, a __del__):
+    # so the expiry is also remembered, the alarm repeats until the work notices, and the block
+    # raises on exit. A limit may end late, but never goes unreported.
+    expired = False
+
     def _raise(signum, frame):
+        nonlocal expired
+        expired = True
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
         raise SymbolicTimeout()
 
     start = time.monotonic()
@@ -43,3 +52,5 @@ def time_limit(seconds: Optional[float]) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
         if outer:
             signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - start), 1e-3))
+    if expired:
+        raise SymbolicTimeout()
