@@ -57,7 +57,15 @@ class Call:
     pos: Pos
 
 
-Expr = Union[Num, Name, BinOp, Neg, Call]
+@dataclass(frozen=True)
+class Matrix:
+    """``[[a, b], [b, c]]``: rows of expressions (an explicit diffusion tensor)."""
+
+    rows: tuple[tuple["Expr", ...], ...]
+    pos: Pos
+
+
+Expr = Union[Num, Name, BinOp, Neg, Call, Matrix]
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,25 @@ class ParamStmt:
 class FieldStmt:
     name: Ident
     dims: tuple[Ident, ...]
+    pos: Pos
+    channels: Optional[Expr] = None  # 'field u(x, y) channels 3'
+
+
+@dataclass(frozen=True)
+class InputStmt:
+    """``input f(x, y)``: a fixed second field (the data of a fidelity term)."""
+
+    name: Ident
+    dims: tuple[Ident, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class TensorStmt:
+    """``tensor T = edge_enhancing(...) | coherence_enhancing(...) | [[a, b], [b, c]]``."""
+
+    name: Ident
+    value: Expr
     pos: Pos
 
 
@@ -158,7 +185,7 @@ class SchemeStmt:
 
 Statement = Union[
     PdeStmt, ParamStmt, FieldStmt, FunctionStmt, EquationStmt, GridStmt, SizeStmt,
-    BoundaryStmt, StencilStmt, SchemeStmt,
+    BoundaryStmt, StencilStmt, SchemeStmt, InputStmt, TensorStmt,
 ]
 
 
@@ -236,7 +263,15 @@ class _ToAst(lark.Transformer):
         return ParamStmt(_ident(c[0]), c[1], _pos(meta))
 
     def field_stmt(self, meta, c):
-        return FieldStmt(_ident(c[0]), tuple(_ident(t) for t in c[1:]), _pos(meta))
+        channels = c[-1]  # the optional 'channels EXPR' (None when absent)
+        names = [t for t in c[:-2] if t is not None]
+        return FieldStmt(_ident(names[0]), tuple(_ident(t) for t in names[1:]), _pos(meta), channels)
+
+    def input_stmt(self, meta, c):
+        return InputStmt(_ident(c[0]), tuple(_ident(t) for t in c[1:]), _pos(meta))
+
+    def tensor_stmt(self, meta, c):
+        return TensorStmt(_ident(c[0]), c[1], _pos(meta))
 
     def diffusivity_stmt(self, meta, c):
         return FunctionStmt("diffusivity", _ident(c[0]), _ident(c[1]), c[2], _pos(meta))
@@ -306,6 +341,12 @@ class _ToAst(lark.Transformer):
 
     def neg(self, meta, c):
         return Neg(c[0], _pos(meta))
+
+    def matrix(self, meta, c):
+        return Matrix(tuple(c), _pos(meta))
+
+    def row(self, meta, c):
+        return tuple(c)
 
 
 # ----------------------------------------------------------------------- syntax error table
