@@ -112,12 +112,17 @@ class Bound:
     section: str
     hypotheses: tuple = ()
     tight: bool = False
+    #: why there is no proven bound: "" (there is one), "negative" (backward diffusion: the
+    #: verdict is "not stable"), "unbounded" (sup g = oo) or "unknown" (cannot prove)
+    failure: str = ""
 
 
 class Term(Protocol):
     """The IR of one term ``D^T G D`` (a frozen dataclass in its family's module)."""
 
     family: str
+    #: the pointwise diffusivities the term evaluates (float checks of the stability stage)
+    diffusivities: tuple
 
     def describe(self) -> str:
         """One line for reports: the term as the user wrote it and the network it becomes."""
@@ -128,8 +133,10 @@ class Term(Protocol):
     def torch_term(self, ctx: Context) -> Any:
         """The live runtime object (a ``torch.nn.Module`` of the runtime protocol)."""
 
-    def source(self, ctx: Context) -> "TermSource":
-        """How the standalone source builds the same runtime object."""
+    def source(self, ctx: Context, pnames: dict[str, str], prefix: str) -> "TermSource":
+        """How the standalone source builds the same runtime object.  ``pnames``: the params'
+        .pde names -> validated Python names of module-level constants; ``prefix``: a unique
+        prefix for the functions this term defines (e.g. ``t0_``)."""
 
     def dense(self, ctx: Context, u: "np.ndarray", f: "Optional[np.ndarray]" = None) -> "np.ndarray":
         """The frozen matrix ``D^T G(u) D`` (float64, n x n with n = u.size, C order)."""
