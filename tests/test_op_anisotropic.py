@@ -264,3 +264,269 @@ def test_constant_identity_tensor_is_the_laplacian():
     M = runtime_matrix(term, term.weights_of_tensor(*tensor_torch(T)), (n, n))
     assert np.abs(A - five).max() <= 1e-14
     assert np.abs(M - five).max() <= 1e-14
+
+
+# ============================================================ positive semidefiniteness
+def _min_eig_ratio(A: np.ndarray) -> float:
+    return np.linalg.eigvalsh((A + A.T) / 2).min() / max(np.abs(A).max(), 1e-300)
+
+
+def _adversarial_fields(rng, ny, nx) -> list:
+    """Maximally anisotropic tensors: the single-pixel counterexample, random rank-one fields,
+    alternating diagonal directions, and a short random search for the most negative lambda_min
+    of the PIXEL assembly (the tensors that break it)."""
+    e4 = np.array([1.0, -1.0]) / math.sqrt(2)
+    e3 = np.array([1.0, 1.0]) / math.sqrt(2)
+    single = np.zeros((ny, nx, 2, 2))
+    single[1, 1] = np.outer(e4, e4)
+    alt = np.empty((ny, nx, 2, 2))
+    for j, i in np.ndindex(ny, nx):
+        alt[j, i] = np.outer(e3, e3) if (i + j) % 2 else np.outer(e4, e4)
+    fields = [single, alt, random_psd(rng, ny, nx, rank_one=True)]
+    best = random_psd(rng, ny, nx, rank_one=True)
+    worst = _min_eig_ratio(ref_pixel_matrix(best, 0.0))
+    for _ in range(20):
+        cand = best.copy()
+        j, i = rng.integers(ny), rng.integers(nx)
+        cand[j, i] = random_psd(rng, 1, 1, rank_one=True)[0, 0]
+        r = _min_eig_ratio(ref_pixel_matrix(cand, 0.0))
+        if r < worst:
+            best, worst = cand, r
+    return fields + [best]
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_cell_assembly_is_psd(delta, boundary):
+    """lambda_min(A) >= -1e-12 (relative) for random and adversarial PSD tensor fields: the cell
+    form argument holds per cell, whatever the signs of the weights."""
+    rng = np.random.default_rng(11)
+    ny, nx = 5, 5
+    fields = [random_psd(rng, ny, nx), random_psd(rng, ny, nx, L=3.0)] + _adversarial_fields(rng, ny, nx)
+    for T in fields:
+        A = ref_matrix(T, delta, (boundary, boundary))
+        assert _min_eig_ratio(A) >= -1e-12
+        term = runtime((boundary, boundary), delta)
+        M = runtime_matrix(term, term.weights_of_tensor(*tensor_torch(T)), (ny, nx))
+        assert np.abs(M - A).max() <= 1e-12 * np.abs(A).max()
+        assert np.linalg.eigvalsh((M + M.T) / 2).min() >= -1e-12 * np.abs(M).max()
+
+
+def test_pixel_assembly_counterexample_is_indefinite():
+    """docs/theory.md §9: one pixel p with T = L e4 e4^T (e4 = (1, -1)/sqrt 2), pixel assembly,
+    delta = 0: w3 = b = -L/2 < 0 on p's (1, 1) edge, and u = indicator of p + (1, 1) has energy
+    -L/(4 h^2).  The cell assembly of the same field is PSD: the reason for the cell assembly."""
+    L, n = 2.0, 4
+    e4 = np.array([1.0, -1.0]) / math.sqrt(2)
+    T = np.zeros((n, n, 2, 2))
+    T[1, 1] = L * np.outer(e4, e4)
+    P = ref_pixel_matrix(T, 0.0)
+    u = np.zeros(n * n)
+    u[2 * n + 2] = 1.0  # p + (1, 1)
+    assert u @ P @ u == pytest.approx(-L / 4, abs=1e-14)
+    assert np.linalg.eigvalsh(P).min() < -0.1
+    C = ref_matrix(T, 0.0, ("periodic", "periodic"))
+    assert np.linalg.eigvalsh(C).min() >= -1e-12
+
+
+def test_delta_above_one_is_indefinite():
+    """delta > 1: the checkerboard of a cell with tr T > 0 has negative energy."""
+    T = np.broadcast_to(np.eye(2), (4, 4, 2, 2)).copy()
+    A = ref_matrix(T, 1.25, ("periodic", "periodic"))
+    assert np.linalg.eigvalsh(A).min() < -0.1
+
+
+# ============================================================================ the IR
+U = sp.Symbol("u")
+TS = sp.Symbol("T")
+POS = Pos(1, 1)
+
+
+def make_ctx(tdef_kind: str, args: tuple, boundaries=("neumann", "neumann"), grid=(1, 1),
+             params: dict | None = None, delta=None, channels: int = 1, dims=("x", "y")) -> Context:
+    params = params or {}
+    psyms = {k: param_symbol(k) for k in params}
+    settings = {} if delta is None else {"delta": sp.sympify(delta)}
+    return Context(U, dims, channels, tuple(sp.sympify(h) for h in grid), tuple(boundaries),
+                   {k: sp.sympify(v) for k, v in params.items()}, psyms, {},
+                   {TS: TensorDef("T", tdef_kind, args, POS)}, None, None, POS, settings)
+
+
+def aniso(c=1):
+    return c * DIV(TS * GRAD(U))
+
+
+def recognise(ctx, term=None):
+    return an.FAMILY.recognise(aniso() if term is None else term, ctx)
+
+
+def matrix_ctx(rows, **kw) -> Context:
+    return make_ctx("matrix", tuple(tuple(sp.sympify(e) for e in r) for r in rows), **kw)
+
+
+@pytest.mark.parametrize("delta", [0, sp.Rational(1, 4), sp.Rational(1, 2), sp.Rational(3, 4), 1])
+@pytest.mark.parametrize("h", [1, sp.Rational(1, 2)])
+def test_bound_closed_form_constant_tensor(delta, h):
+    """T = L I: bound = (4/h^2) max(L, (1 - delta) 2L) (docs/theory.md §9), attained: the dense
+    lambda_max on a periodic 8 x 8 grid equals it, and explicit steps at 1.02 x the derived
+    tau_max = 2 / bound grow, at 0.98 x they do not."""
+    L = sp.Integer(3)
+    ctx = matrix_ctx([[L, 0], [0, L]], boundaries=("periodic", "periodic"), grid=(h, h), delta=delta)
+    term = recognise(ctx)
+    b = term.bound(ctx)
+    closed = 4 / h ** 2 * sp.Max(L, (1 - delta) * 2 * L)
+    assert b.proven and b.failure == "" and sp.simplify(b.value - closed) == 0 and b.tight
+    tau_max = 2 / float(b.value)
+    assert tau_max == pytest.approx(float(h ** 2 / (2 * L * max(1, 2 * (1 - delta)))), rel=1e-15)
+    mod = term.torch_term(ctx).double()
+    n = 8
+    T = np.broadcast_to(float(L) * np.eye(2), (n, n, 2, 2)).copy()
+    A = ref_matrix(T, float(delta), ("periodic", "periodic"), (float(h), float(h)))
+    assert np.linalg.eigvalsh(A).max() == pytest.approx(float(b.value), rel=1e-12)
+    rng = np.random.default_rng(0)
+    u0 = torch.as_tensor(rng.standard_normal((1, 1, n, n)) * 1e-3)
+    for factor, grows in ((1.02, True), (0.98, False)):
+        u = u0.clone()
+        with torch.no_grad():
+            for _ in range(300):
+                u = u - factor * tau_max * mod(u)
+        ratio = float(u.norm() / u0.norm())
+        assert (ratio > 10) if grows else (ratio <= 1 + 1e-12)
+
+
+def test_bound_rectangular_pixels():
+    """hx != hy: 4 max(L/h_min^2, (1 - delta) S) with S = L (1/hx^2 + 1/hy^2) for T = L I;
+    attained at delta = 0 (the 5-point bound 4L/hx^2 + 4L/hy^2) on a periodic grid."""
+    hx, hy = sp.Integer(1), sp.Rational(1, 2)
+    ctx = matrix_ctx([[2, 0], [0, 2]], boundaries=("periodic", "periodic"), grid=(hx, hy), delta=0)
+    b = recognise(ctx).bound(ctx)
+    assert sp.simplify(b.value - (4 * 2 / hx ** 2 + 4 * 2 / hy ** 2)) == 0
+    T = np.broadcast_to(2 * np.eye(2), (6, 6, 2, 2)).copy()
+    A = ref_matrix(T, 0.0, ("periodic", "periodic"), (1.0, 0.5))
+    assert np.linalg.eigvalsh(A).max() == pytest.approx(float(b.value), rel=1e-12)
+    # the default delta: the smallest with the largest step; the bound is 4 L / h_min^2 then
+    ctx = matrix_ctx([[2, 0], [0, 2]], boundaries=("periodic", "periodic"), grid=(hx, hy))
+    term = recognise(ctx)
+    assert term.delta_default and sp.simplify(term.bound(ctx).value - 4 * 2 / hy ** 2) == 0
+    A = ref_matrix(T, float(term.delta), ("periodic", "periodic"), (1.0, 0.5))
+    assert np.linalg.eigvalsh(A).max() <= float(term.bound(ctx).value) * (1 + 1e-12)
+
+
+def _eed_ctx(boundaries=("neumann", "neumann"), sigma=1, delta=None, grid=(1, 1)):
+    s2, lam = sp.Symbol("s2"), param_symbol("lambda")
+    g = 1 / (1 + s2 / lam ** 2)
+    return make_ctx("edge_enhancing", (s2, g, GRAD(GAUSS(U, sigma))), boundaries, grid,
+                    {"lambda": sp.Rational(1, 10)}, delta)
+
+
+def _ced_ctx(boundaries=("neumann", "neumann"), alpha=sp.Rational(1, 100), C=1, delta=None):
+    return make_ctx("coherence_enhancing", (GAUSS(U, sp.Rational(1, 2)), 2, alpha, C), boundaries,
+                    params={}, delta=delta)
+
+
+def test_eed_facts_and_default_delta():
+    """EED with g <= 1, g(0) = 1: L = 1, sup tr T = 2; default delta = 1/2, bound 4/h^2 (tau_max =
+    h^2/2); delta = 0 gives 8/h^2."""
+    ctx = _eed_ctx()
+    term = recognise(ctx)
+    assert term.delta == sp.Rational(1, 2) and term.delta_default
+    b = term.bound(ctx)
+    assert b.value == 4 and b.tight and b.proven
+    ctx0 = _eed_ctx(delta=0)
+    assert recognise(ctx0).bound(ctx0).value == 8
+    assert "delta = 1/2" in term.describe()
+
+
+def test_ced_facts_and_default_delta():
+    """CED: L = 1, sup tr T = 1 + alpha; default delta = alpha/(1 + alpha); delta = 0 gives
+    (4/h^2)(1 + alpha); alpha < 0 is backward diffusion, C < 0 unbounded."""
+    alpha = sp.Rational(1, 100)
+    ctx = _ced_ctx()
+    term = recognise(ctx)
+    assert term.delta == alpha / (1 + alpha)
+    assert term.bound(ctx).value == 4 and not term.bound(ctx).tight
+    ctx0 = _ced_ctx(delta=0)
+    assert recognise(ctx0).bound(ctx0).value == 4 * (1 + alpha)
+    neg = _ced_ctx(alpha=-sp.Rational(1, 10))
+    assert recognise(neg).bound(neg).failure == "negative"
+    unb = _ced_ctx(C=-1)
+    assert recognise(unb).bound(unb).failure == "unbounded"
+
+
+def test_delta_settings():
+    """delta > 1: "not stable" (failure negative); delta < 0 refused with a PdeError."""
+    ctx = _eed_ctx(delta=sp.Rational(5, 4))
+    b = recognise(ctx).bound(ctx)
+    assert b.value is None and b.failure == "negative" and "indefinite" in b.reason
+    with pytest.raises(PdeError, match="delta"):
+        recognise(_eed_ctx(delta=-1))
+
+
+def test_eed_negative_diffusivity_is_not_stable():
+    s2 = sp.Symbol("s2")
+    ctx = make_ctx("edge_enhancing", (s2, 1 - s2, GRAD(GAUSS(U, 1))))
+    b = recognise(ctx).bound(ctx)
+    assert b.value is None and b.failure == "negative"
+
+
+def test_scale_factor():
+    """c div(T grad u): the bound scales with c; c < 0 is backward diffusion."""
+    ctx = _eed_ctx()
+    assert recognise(ctx, aniso(3)).bound(ctx).value == 12
+    assert recognise(ctx, aniso(-1)).bound(ctx).failure == "negative"
+
+
+def test_refusals():
+    with pytest.raises(PdeError, match="2D"):
+        recognise(_eed_ctx().__class__(**{**_eed_ctx().__dict__, "dims": ("x",)}))
+    with pytest.raises(PdeError, match="channels"):
+        recognise(make_ctx("matrix", ((1, 0), (0, 1)), channels=3))
+    with pytest.raises(PdeError, match="symmetric"):
+        recognise(matrix_ctx([[1, 1], [0, 1]]))
+    with pytest.raises(PdeError, match="div"):
+        recognise(matrix_ctx([[1, 0], [0, 1]]), TS * GRAD(U))
+    assert an.FAMILY.recognise(DIV(GRAD(U)), matrix_ctx([[1, 0], [0, 1]])) is None
+
+
+# ===================================================================== explicit matrices
+P = DX(GAUSS(U, 1), 1)
+Q = DY(GAUSS(U, 1), 1)
+
+
+@pytest.mark.parametrize("rows,L,trace", [
+    ([[2, 1], [1, 2]], 3, 4),
+    ([[1, 0], [0, 1 / (1 + P ** 2)]], 1, 2),
+    ([[1 / (1 + P ** 2 + Q ** 2), 0], [0, 1]], 1, 2),
+    ([[2, sp.tanh(P)], [sp.tanh(P), 2]], None, 4),
+])
+def test_matrix_proven(rows, L, trace):
+    """PSD and sup lambda_max proven: constants exactly, functions of one component, of
+    dx^2 + dy^2; with b != 0 and no closed sup of lambda_max, min(sup tr, max(sup a, sup c) +
+    sup |b|) (here 3)."""
+    ctx = matrix_ctx(rows)
+    term = recognise(ctx)
+    f = term.facts
+    assert f.failure == "", f.detail
+    assert sp.simplify(f.trace - trace) == 0
+    assert sp.simplify(f.L - (L if L is not None else 3)) == 0
+    b = term.bound(ctx)
+    assert b.proven and b.value is not None
+
+
+@pytest.mark.parametrize("rows,failure", [
+    ([[1, 2], [2, 1]], "negative"),
+    ([[-1, 0], [0, 1]], "negative"),
+    ([[1 + P ** 2, 0], [0, 1]], "unbounded"),
+    ([[1 + P * Q / (1 + P ** 2 + Q ** 2 + P ** 4), 0], [0, 1]], "unknown"),
+])
+def test_matrix_not_proven(rows, failure):
+    """Indefinite: "negative" (not stable); unbounded entries; and "cannot prove" where no rule
+    bounds an entry."""
+    ctx = matrix_ctx(rows)
+    b = recognise(ctx).bound(ctx)
+    assert b.value is None and b.failure == failure, b.reason
+
+
+def test_matrix_with_params():
+    ctx = matrix_ctx([[param_symbol("k"), 0], [0, 1]], params={"k": 2})
+    assert recognise(ctx).bound(ctx).value == 8  # L = 2 = sup tr / ... max(2, 3/2 ...) -> 4 * 2
