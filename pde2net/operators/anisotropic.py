@@ -139,26 +139,28 @@ def _range_radial(g: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return sp.Min(lo, at0), sp.Max(hi, at0)
 
 
-def expr_range(e: sp.Expr, variables: tuple) -> tuple[sp.Expr, sp.Expr]:
-    """Proven (inf, sup) of ``e`` over every real value of ``variables``: exact for constants,
-    functions of one variable and radial functions g(p^2 + q^2) of one gradient; for a sum of
-    parts with disjoint variables the sum of their ranges.  Raises :class:`_NoRange`."""
+def expr_range(e: sp.Expr, variables: tuple) -> tuple[sp.Expr, sp.Expr, bool]:
+    """Proven ``(lo, hi, exact)`` with ``lo <= e <= hi`` for every real value of ``variables``:
+    exact (inf and sup) for constants, functions of one variable and radial functions
+    g(p^2 + q^2) of one gradient, and for sums of such parts with disjoint variables; any other
+    sum gets the sum of its summands' bounds (``exact`` False).  Raises :class:`_NoRange`."""
     free = [v for v in variables if e.has(v)]
     if not free:
         if not _finite_real(e):
             raise _NoRange(f"{e} is not a finite real number")
-        return e, e
+        return e, e, True
     if len(free) == 1:
-        return _range_1d(e, free[0])
+        return (*_range_1d(e, free[0]), True)
     if len(free) == 2:
         g = _radial(e, free[0], free[1])
         if g is not None:
-            return _range_radial(g)
+            return (*_range_radial(g), True)
     if e.is_Add:
         groups = _disjoint_groups(e.args, variables)
-        if len(groups) > 1:
-            parts = [expr_range(sp.Add(*g), variables) for g in groups]
-            return sp.Add(*(p[0] for p in parts)), sp.Add(*(p[1] for p in parts))
+        parts = groups if len(groups) > 1 else [[a] for a in e.args]
+        ranges = [expr_range(sp.Add(*g), variables) for g in parts]
+        return (sp.Add(*(r[0] for r in ranges)), sp.Add(*(r[1] for r in ranges)),
+                len(groups) > 1 and all(r[2] for r in ranges))
     raise _NoRange(f"no rule bounds {e} (functions of one gradient component, of "
                    "dx^2 + dy^2, and sums of such parts are bounded)")
 
@@ -175,19 +177,40 @@ def _disjoint_groups(args: tuple, variables: tuple) -> list[list]:
     return [g[1] for g in groups]
 
 
+#: points where an entry is evaluated exactly: a negative value there proves T indefinite
+_PROBES = (0, 1, -1, 2, sp.Rational(1, 2), -sp.Rational(1, 2), 10)
+
+
+def _negative_at(e: sp.Expr, variables: tuple) -> Optional[str]:
+    """A point (all variables equal to one probe value, or one variable at it and the rest 0)
+    where e < 0 exactly, or None."""
+    free = [v for v in variables if e.has(v)]
+    points = [{v: x for v in free} for x in _PROBES] + \
+        [{v: (x if v == w else 0) for v in free} for w in free for x in _PROBES]
+    for pt in points:
+        val = sp.simplify(e.xreplace(pt))
+        if val.is_number and val.is_extended_negative:
+            where = ", ".join(f"{k} = {x}" for k, x in pt.items()) or "everywhere"
+            return f"{e} = {val} < 0 at {where}"
+    return None
+
+
 def _nonnegative(e: sp.Expr, variables: tuple) -> tuple[Optional[bool], str]:
     """Is e >= 0 for every real value of the variables?  True (proven), False (a value < 0 is
     proven) or None (undecided), with the reason."""
+    witness = _negative_at(e, variables)
+    if witness:
+        return False, witness
     try:
-        lo, _ = expr_range(e, variables)
+        lo, _, exact = expr_range(e, variables)
         if lo.is_extended_nonnegative:
-            return True, f"inf {e} = {lo}"
-        if lo.is_extended_negative:
+            return True, f"{e} >= {lo}"
+        if exact and lo.is_extended_negative:
             return False, f"inf {e} = {lo} < 0"
     except (_NoRange, NotImplementedError, ValueError, TypeError) as exc:
         reason = str(exc)
     else:
-        reason = f"the sign of inf {e} = {lo} is undecided"
+        reason = f"the bound {e} >= {lo} does not show {e} >= 0"
     for form in (e, sp.factor(sp.cancel(sp.together(e)))):
         if form.is_nonnegative:  # sympy's assumptions with real variables
             return True, f"{form} >= 0 (sympy's sign rules)"
@@ -232,14 +255,17 @@ def _matrix_facts(a, b, c, variables, scale) -> TensorFacts:
             try:
                 L = _sup(lam, variables)
             except _NoRange:  # Gershgorin and the trace bound lambda_max of a PSD matrix
-                lo_b, hi_b = expr_range(b, variables)
+                lo_b, hi_b, _ = expr_range(b, variables)
                 L = sp.Min(trace, sp.Max(_sup(a, variables), _sup(c, variables)) + sp.Max(hi_b, -lo_b))
     except (_NoRange, NotImplementedError, ValueError, TypeError) as exc:
         hyps.append(_hyp("sup lambda_max(T) finite", None, str(exc)))
         return TensorFacts(None, None, "unknown", f"cannot bound sup lambda_max(T): {exc}", tuple(hyps))
     if trace == sp.oo or L == sp.oo:
-        hyps.append(_hyp("sup lambda_max(T) finite", False, "sup = oo"))
-        return TensorFacts(None, None, "unbounded", "sup lambda_max(T) = oo", tuple(hyps))
+        exact = expr_range(a + c, variables)[2]  # sup tr T = oo proves sup lambda_max = oo
+        hyps.append(_hyp("sup lambda_max(T) finite", False if exact else None, "sup tr T = oo"))
+        return TensorFacts(None, None, "unbounded" if exact else "unknown",
+                           "sup lambda_max(T) = oo" if exact else "no finite bound on sup tr T found",
+                           tuple(hyps))
     hyps.append(_hyp("sup lambda_max(T) finite", True, f"L <= {L}, sup tr T <= {trace}"))
     const = not any(x.has(v) for x in (a, b, c) for v in variables)
     identity = const and b == 0 and sp.simplify(a - c) == 0
