@@ -106,31 +106,32 @@ class ExplicitNet(OperatorNet):
 
 
 class FEDNet(OperatorNet):
-    """Per cycle: weights frozen, then ``u <- u - tau_i A_G u`` for the FED step sizes."""
+    """Per cycle: ``u <- u - tau_i A_G u`` for the FED step sizes (Leja order), the weights G
+    frozen at the cycle's start (``frozen``) or recomputed every step."""
 
-    def __init__(self, op, steps, ndim, channels, taus: list) -> None:
+    def __init__(self, op, steps, ndim, channels, taus: list, frozen: bool = True) -> None:
         super().__init__(op, steps, ndim, channels)
-        self.taus = taus
+        self.taus, self.frozen = taus, frozen
 
     def block(self, u, f):
-        G = self.op.weights(u, f)
+        G = self.op.weights(u, f) if self.frozen else None
         for t in self.taus:
-            u = u - t * self.op.frozen_apply(u, G)
+            u = u - t * self.op.frozen_apply(u, G if self.frozen else self.op.weights(u, f))
         return u
 
 
 class FSINet(OperatorNet):
     """Per cycle: weights frozen; ``u^(k+1) = a_k (u^k - tau A_G u^k) + (1 - a_k) u^(k-1)``."""
 
-    def __init__(self, op, steps, ndim, channels, tau: float, alphas: list) -> None:
+    def __init__(self, op, steps, ndim, channels, tau: float, alphas: list, frozen: bool = True) -> None:
         super().__init__(op, steps, ndim, channels)
-        self.tau, self.alphas = tau, alphas
+        self.tau, self.alphas, self.frozen = tau, alphas, frozen
 
     def block(self, u, f):
-        G = self.op.weights(u, f)
+        G = self.op.weights(u, f) if self.frozen else None
         prev = cur = u
         for a, b in self.alphas:
-            step = cur - self.tau * self.op.frozen_apply(cur, G)
+            step = cur - self.tau * self.op.frozen_apply(cur, G if self.frozen else self.op.weights(cur, f))
             prev, cur = cur, a * step + b * prev
         return cur
 
