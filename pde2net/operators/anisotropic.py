@@ -122,7 +122,11 @@ def _range_1d(e: sp.Expr, x: sp.Symbol) -> tuple[sp.Expr, sp.Expr]:
 def _radial(e: sp.Expr, p: sp.Symbol, q: sp.Symbol) -> Optional[sp.Expr]:
     """g(s2) with ``e = g(p^2 + q^2)`` (checked symbolically), or None."""
     g = e.xreplace({q: 0}).xreplace({p: sp.sqrt(S2)})
-    if sp.simplify(g.xreplace({S2: p ** 2 + q ** 2}) - e) == 0:
+    diff = g.xreplace({S2: p ** 2 + q ** 2}) - e
+    for pt in ({p: sp.Rational(1, 3), q: sp.Rational(5, 7)}, {p: -2, q: sp.Rational(1, 2)}):
+        if abs(complex(sp.N(diff.xreplace(pt), 20))) > 1e-12:  # cheap refusal before simplify
+            return None
+    if sp.simplify(diff) == 0:
         return g
     return None
 
@@ -177,7 +181,7 @@ def _disjoint_groups(args: tuple, variables: tuple) -> list[list]:
     return [g[1] for g in groups]
 
 
-#: points where an entry is evaluated exactly: a negative value there proves T indefinite
+#: points where an entry is evaluated (30 digits): a clearly negative value there shows T indefinite
 _PROBES = (0, 1, -1, 2, sp.Rational(1, 2), -sp.Rational(1, 2), 10)
 
 
@@ -188,8 +192,10 @@ def _negative_at(e: sp.Expr, variables: tuple) -> Optional[str]:
     points = [{v: x for v in free} for x in _PROBES] + \
         [{v: (x if v == w else 0) for v in free} for w in free for x in _PROBES]
     for pt in points:
-        val = sp.simplify(e.xreplace(pt))
-        if val.is_number and val.is_extended_negative:
+        exact = e.xreplace(pt)
+        val = sp.N(exact, 30)  # 30 digits: a value below -1e-10 is negative beyond rounding
+        if val.is_number and val.is_real and val < -1e-10:
+            val = exact if exact.is_Rational else val
             where = ", ".join(f"{k} = {x}" for k, x in pt.items()) or "everywhere"
             return f"{e} = {val} < 0 at {where}"
     return None
@@ -333,7 +339,7 @@ class AnisotropicTerm:
     def describe(self) -> str:
         how = "default: the smallest delta with the largest proven step" if self.delta_default \
             else "from 'stencil anisotropic(delta = ...)'"
-        return (f"{self.text}: anisotropic diffusion with T = {self.tensor.name} ({self.kind}), four "
+        return (f"{self.text}: anisotropic diffusion, T = {self.tensor.name} ({self.kind}); four "
                 f"directional conv/transposed-conv pairs (x, y, diagonals), cell assembly, "
                 f"delta = {self.delta} ({how})")
 
@@ -589,6 +595,11 @@ def _delta(ctx: Context, L, trace) -> tuple[sp.Expr, bool]:
     return (sp.nsimplify(v) if v.is_Float else v), False
 
 
+def _show(term: sp.Expr) -> str:
+    from .. import analyse
+    return analyse.show(term)
+
+
 def build_term(term: sp.Expr, scale: sp.Expr, tsym: sp.Symbol, ctx: Context) -> AnisotropicTerm:
     """The IR of ``scale * div(T grad u)``: reads T's statement, proves its facts, picks delta."""
     tdef = ctx.tensors[tsym]
@@ -635,7 +646,7 @@ def build_term(term: sp.Expr, scale: sp.Expr, tsym: sp.Symbol, ctx: Context) -> 
         facts = TensorFacts(None, None, "negative", f"the factor {scale_v} < 0: backward diffusion",
                             facts.hypotheses)
     delta, default = _delta(ctx, facts.L, facts.trace)
-    return AnisotropicTerm(tdef, tdef.kind, scale, delta, default, facts, text=str(term), **kw)
+    return AnisotropicTerm(tdef, tdef.kind, scale, delta, default, facts, text=_show(term), **kw)
 
 
 @dataclass(frozen=True)
