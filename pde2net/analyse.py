@@ -1034,10 +1034,13 @@ def _recognise(rhs: sp.Expr, u: sp.Symbol, subs: dict, eq: ast.EquationStmt, src
         return _Form(1, sp.nan, False, sp.Integer(1)), _OPERATOR_MODEL[0](rhs, ctx)
     try:
         form = (_recognise_1d if ctx.ndim == 1 else _recognise_2d)(rhs, u, subs, eq, src)
-    except PdeError:
+    except PdeError as scalar_error:
         if learned or not _OPERATOR_MODEL:
             raise
-        return _Form(1, sp.nan, False, sp.Integer(1)), _OPERATOR_MODEL[0](rhs, ctx)
+        try:
+            return _Form(1, sp.nan, False, sp.Integer(1)), _OPERATOR_MODEL[0](rhs, ctx)
+        except PdeError:
+            raise scalar_error from None
     _check_degree(form.flux, eq, src)
     _check_real(form.flux.xreplace(subs), eq, src)
     return form, None
