@@ -88,7 +88,9 @@ class Context:
 
     def value(self, expr: sp.Expr) -> sp.Expr:
         """``expr`` with every param replaced by its exact value."""
-        return sp.sympify(expr).xreplace(self.values)
+        if isinstance(expr, (int, float)):  # a Python number from a family's arithmetic
+            return sp.Float(expr) if isinstance(expr, float) else sp.Integer(expr)
+        return expr.xreplace(self.values)
 
     def error(self, message: str, expected: Optional[str] = None, pos: Optional[Pos] = None) -> PdeError:
         """A PdeError at the equation (or ``pos``)."""

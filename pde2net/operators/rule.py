@@ -142,7 +142,7 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if not reaction.empty:
         fam = REACTION_FAMILY[0]
         c = fam.linear_coefficient(reaction, ctx)
-        if c is None or not (sp.sympify(c).is_number and c >= 0):
+        if c is None or not (sp.Integer(0) + c).is_number or not c >= 0:
             return r.done(False, "not stable" if c is not None else "cannot prove",
                           f"the implicit step needs r(u, f) = -c u + b(f) with c >= 0; here c = {c} "
                           f"({cite(11)})", statement=cite(11))
