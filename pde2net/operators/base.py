@@ -76,6 +76,9 @@ class Context:
     source: Source
     pos: Optional[Pos]                     # the equation's right side
     settings: dict = field(default_factory=dict)
+    #: b in 'boundary dirichlet(value = b)' (u = b outside the domain), None when homogeneous:
+    #: the networks evolve u - b under the homogeneous problem (docs/theory.md §12)
+    dirichlet_value: Optional[sp.Expr] = None
 
     @property
     def ndim(self) -> int:
