@@ -3,6 +3,6 @@ and installs the operator model's recogniser in the analyse stage."""
 from __future__ import annotations
 
 from .. import analyse
-from . import check, recognise  # noqa: F401 - check registers the operator model's verify
+from . import recognise
 
 analyse.register_operator_model(recognise.recognise)
