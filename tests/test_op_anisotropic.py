@@ -798,3 +798,24 @@ def test_rotation_45_measured(kind, capsys):
                       f"interpolation alone {r['interp']:.4f}, error / change {r['change']:.3f}")
         assert coarse["rot90"] <= 1e-13 and coarse["change"] < 1
         assert fine["rot45"] < coarse["rot45"]
+
+
+@pytest.mark.parametrize("delta", [None, 0])
+def test_eed_bound_attained(delta):
+    """EED with g(0) = 1 = sup g: near a constant image T = I, so the bound (4/h^2) max(1, 2(1 -
+    delta)) is attained: live explicit steps (T recomputed every step) from 1 + 1e-8 noise grow
+    at 1.02 x the derived tau_max and do not at 0.98 x (periodic 8 x 8)."""
+    ctx = _eed_ctx(("periodic", "periodic"), delta=delta)
+    term = recognise(ctx)
+    b = term.bound(ctx)
+    assert b.tight and b.value == (4 if delta is None else 8)
+    mod = term.torch_term(ctx).double()
+    rng = np.random.default_rng(4)
+    u0 = 1 + 1e-8 * torch.as_tensor(rng.standard_normal((1, 1, 8, 8)))
+    for factor, grows in ((1.02, True), (0.98, False)):
+        u = u0.clone()
+        with torch.no_grad():
+            for _ in range(400):
+                u = u - factor * 2 / float(b.value) * mod(u)
+        ratio = float((u - u.mean()).norm() / (u0 - u0.mean()).norm())
+        assert (ratio > 10) if grows else (ratio <= 1 + 1e-9)

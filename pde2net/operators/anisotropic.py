@@ -67,7 +67,11 @@ def eed_facts(d: Diffusivity, scale: sp.Expr, ctx: Context) -> TensorFacts:
         failure = d.facts.status if d.facts.status in ("negative", "unbounded") else "unknown"
         return TensorFacts(None, None, failure, d.facts.detail or d.real_detail, hyps)
     Lg = d.L
-    at0 = sp.simplify(ctx.value(d.expr.xreplace({S2: 0})))
+    try:  # g at v = 0 (T = g(0) I there), as the network evaluates it: the limit s2 -> 0+
+        with time_limit(SYMBOLIC_SECONDS):
+            at0 = sp.limit(ctx.value(d.expr), S2, 0, "+")
+    except Exception:  # noqa: BLE001 - only the "tight" label depends on it
+        at0 = sp.nan
     return TensorFacts(scale * sp.Max(1, Lg), scale * (1 + Lg), hypotheses=hyps,
                        identity=bool(sp.simplify(at0 - 1) == 0 and sp.simplify(Lg - 1) == 0))
 
