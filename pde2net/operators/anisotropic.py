@@ -371,6 +371,10 @@ class AnisotropicTerm:
         s = float(sigma)
         return [1.0] if s == 0 else gauss_weights(s, float(ctx.grid[axis]))
 
+    def _weights_text(self, ctx: Context, sigma: sp.Expr, axis: int) -> str:
+        s = float(sigma)
+        return "[1.0]" if s == 0 else f"gauss_weights({s!r}, {float(ctx.grid[axis])!r})"
+
     def _runtime_args(self, ctx: Context) -> dict:
         smooth = tuple(tuple(self._weights(ctx, s, a) for a in range(2)) for s in self.sigmas)
         integrate = tuple(self._weights(ctx, self.rho, a) for a in range(2)) \
@@ -406,6 +410,11 @@ class AnisotropicTerm:
         elif self.kind == "matrix":
             functions.append(self._entries_source(ctx, f"{prefix}tensor", pnames))
             extra = f", entries={prefix}tensor"
+        # the Gaussians as calls of the inlined gauss_weights (the same floats as the live lists)
+        smooth = [[self._weights_text(ctx, sg, a) for a in range(2)] for sg in self.sigmas]
+        args["smooth"] = _Raw("(" + "".join(f"({w[0]}, {w[1]}), " for w in smooth) + ")")
+        if self.kind == "coherence_enhancing":
+            args["integrate"] = _Raw("(" + ", ".join(self._weights_text(ctx, self.rho, a) for a in range(2)) + ")")
         text = ", ".join(f"{k}={_literal(v)}" for k, v in args.items())
         return TermSource(("grid", "anisotropic"), tuple(functions),
                           f"AnisotropicDiffusion({text}{extra})")
@@ -496,8 +505,14 @@ class LiveEntries:
         return tuple(exprs.evaluate(op, env, self._lib) for op in self.ops)
 
 
+class _Raw(str):
+    """Source text built here from printed numbers (passed through by :func:`_literal`)."""
+
+
 def _literal(v: Any) -> str:
     """Python text of a runtime argument: strings, floats (repr) and nested tuples/lists."""
+    if isinstance(v, _Raw):
+        return str(v)
     if isinstance(v, str):
         if v not in KINDS and v not in ("neumann", "periodic", "dirichlet"):
             raise ValueError(f"unexpected word {v!r}")
