@@ -432,63 +432,146 @@ class AnisotropicTerm:
 
     # -- verify's reference
     def dense(self, ctx: Context, u: Any, f: Any = None) -> Any:
-        """``D^T G(u) D`` in float64: the runtime's cell weights (float64), assembled cell by cell
-        into a dense matrix (each cell's six edges, docs/theory.md §9)."""
+        """``D^T G(u) D`` in float64 NumPy, written independently of the runtime: the pixel
+        tensors (Gaussian, central gradient, EED / CED by eigen-decomposition / the entries), one
+        tensor per cell, its split and its six edges (docs/theory.md §9)."""
         import numpy as np
-        import torch
 
-        term = self.torch_term(ctx).double()
-        ut = torch.as_tensor(np.asarray(u, dtype=np.float64)).reshape(1, *np.shape(u))
-        with torch.no_grad():
-            w = [x[0].numpy() for x in term.cell_weights(*term.pixel_tensor(ut))]
-        return dense_cell_matrix(np.shape(u), w, tuple(ctx.boundaries),
-                                 (float(ctx.grid[0]), float(ctx.grid[1])))
+        u = np.asarray(u, dtype=np.float64)
+        h = (float(ctx.grid[0]), float(ctx.grid[1]))
+        b = tuple(ctx.boundaries)
+        T = np.stack([self._np_tensor(ctx, u[ch], h, b) for ch in range(u.shape[0])])
+        return dense_cell_matrix(T * float(ctx.value(self.scale)), float(self.delta), b, h)
+
+    def _np_tensor(self, ctx: Context, u: Any, h: tuple, b: tuple) -> Any:
+        """The pixel tensors (ny, nx, 2, 2) of one channel."""
+        import numpy as np
+
+        grads = [_np_central(_np_gauss(u, float(s), h, b), h, b) for s in self.sigmas]
+        if self.kind == "edge_enhancing":
+            vx, vy = grads[0]
+            s2 = vx * vx + vy * vy
+            g = np.broadcast_to(exprs.evaluate(self.diffusivity.op, {**self.diffusivity.params,
+                                                                     "__s2": s2},
+                                               exprs.LIBS["numpy"]()), s2.shape)
+            n = np.stack([vx, vy], -1) / np.sqrt(np.where(s2 > 0, s2, 1.0))[..., None]
+            nn = n[..., :, None] * n[..., None, :]
+            eye = np.eye(2)
+            return np.where((s2 > 0)[..., None, None], g[..., None, None] * nn + (eye - nn),
+                            g[..., None, None] * eye)
+        if self.kind == "coherence_enhancing":
+            vx, vy = grads[0]
+            J = np.stack([np.stack([vx * vx, vx * vy], -1), np.stack([vx * vy, vy * vy], -1)], -2)
+            J = np.stack([np.stack([_np_gauss(J[..., i, j], float(self.rho), h, b) for j in range(2)], -1)
+                          for i in range(2)], -2)
+            mu, vec = np.linalg.eigh(J)  # ascending: vec[..., 1] across, vec[..., 0] along
+            gap = mu[..., 1] - mu[..., 0]
+            alpha, C = float(self.alpha), float(self.C)
+            with np.errstate(divide="ignore", over="ignore"):
+                along = np.where(gap > 0, alpha + (1 - alpha) * np.exp(-C / np.where(gap > 0, gap, 1.0) ** 2),
+                                 alpha)
+            w1, w2 = vec[..., :, 1], vec[..., :, 0]
+            return (alpha * w1[..., :, None] * w1[..., None, :]
+                    + along[..., None, None] * w2[..., :, None] * w2[..., None, :])
+        env = {f"__{v.name}": x for v, x in zip(self.variables, (c for pq in grads for c in pq))}
+        env.update({k: float(v) for k, v in ctx.params.items()})
+        a, bb, c = (np.broadcast_to(exprs.evaluate(op, env, exprs.LIBS["numpy"]()), u.shape)
+                    for op in self._entry_ops(ctx))
+        return np.stack([np.stack([a, bb], -1), np.stack([bb, c], -1)], -2)
 
 
-def dense_cell_matrix(shape: tuple, w: list, boundaries: tuple, h: tuple) -> Any:
-    """The assembled matrix from per-cell weights ``w = (w1, w2, w3, w4)`` of shape
-    (C, cells_y, cells_x): every cell adds its six edges ``w e e^T / |o|^2``."""
+def _np_index(k: int, n: int, kind: str) -> Optional[int]:
+    """The pixel at index k along an axis of n pixels, extended by the boundary rule: mirrored
+    (u_(-1-k) = u_k, clamped on grids shorter than the extension), wrapped, or None (zero)."""
+    if 0 <= k < n:
+        return k
+    if kind == "periodic":
+        return k % n
+    if kind == "dirichlet":
+        return None
+    k = -1 - k if k < 0 else k
+    k = 2 * n - 1 - k if k >= n else k
+    return min(max(k, 0), n - 1)
+
+
+def _np_gauss(u: Any, sigma: float, h: tuple, b: tuple) -> Any:
+    """Separable sampled Gaussian (|k h| <= 3 sigma, renormalised), x first, then y."""
     import numpy as np
 
-    C, ny, nx = shape
+    out = u
+    for axis in (0, 1):
+        if sigma == 0:
+            break
+        r = int(np.floor(3.0 * sigma / h[axis]))
+        if r == 0:
+            continue
+        w = np.exp(-(np.arange(-r, r + 1) * h[axis]) ** 2 / (2 * sigma * sigma))
+        w = w / w.sum()
+        arr = out if axis == 0 else out.T
+        n = arr.shape[1]
+        new = np.zeros_like(arr)
+        for k in range(-r, r + 1):
+            idx = [_np_index(i + k, n, b[axis]) for i in range(n)]
+            cols = np.array([arr[:, j] if j is not None else np.zeros(arr.shape[0]) for j in idx]).T
+            new = new + w[k + r] * cols
+        out = new if axis == 0 else new.T
+    return out
+
+
+def _np_central(us: Any, h: tuple, b: tuple) -> tuple:
+    """Central differences at the pixels, the field extended by the boundary rule."""
+    import numpy as np
+
+    def shifted(k: int, axis: int) -> Any:
+        arr = us if axis == 0 else us.T
+        n = arr.shape[1]
+        idx = [_np_index(i + k, n, b[axis]) for i in range(n)]
+        cols = np.array([arr[:, j] if j is not None else np.zeros(arr.shape[0]) for j in idx]).T
+        return cols if axis == 0 else cols.T
+
+    return tuple((shifted(1, a) - shifted(-1, a)) / (2 * h[a]) for a in (0, 1))
+
+
+def dense_cell_matrix(T: Any, delta: float, boundaries: tuple, h: tuple) -> Any:
+    """The cell-assembled matrix of a pixel tensor field ``T`` (C, ny, nx, 2, 2): every cell
+    (per boundary rule) takes the mean tensor of its pixels inside the domain, splits it into
+    ``w1..w4`` and adds its six edges ``w e e^T / |o|^2`` (axis edges with w/2)."""
+    import numpy as np
+
+    C, ny, nx = T.shape[:3]
     hx, hy = h
     d2 = hx * hx + hy * hy
     n = C * ny * nx
     A = np.zeros((n, n))
 
-    def index(ch, i, j):  # pixel (x = i, y = j) of the cell grid, None for a ghost
-        out = []
-        for k, (m, b) in enumerate(((i, nx), (j, ny))):
-            kind = boundaries[k]
-            if kind == "periodic":
-                out.append(m % [nx, ny][k])
-            elif kind == "dirichlet":
-                m = m - 1
-                if not 0 <= m < [nx, ny][k]:
-                    return None
-                out.append(m)
-            else:
-                out.append(m)
-        return (ch * ny + out[1]) * nx + out[0]
+    def cells(m: int, kind: str) -> list:
+        if kind == "neumann":
+            return [(k, k + 1) for k in range(m - 1)]
+        if kind == "periodic":
+            return [(k, (k + 1) % m) for k in range(m)]
+        return [(k if k >= 0 else None, k + 1 if k + 1 < m else None) for k in range(-1, m)]
 
-    def edge(p, q, weight):
-        for r, sgn in ((p, 1.0), (q, -1.0)):
-            if r is None:
-                continue
-            for s, sgn2 in ((p, 1.0), (q, -1.0)):
-                if s is not None:
-                    A[r, s] += weight * sgn * sgn2
+    def edge(p: Optional[int], q: Optional[int], weight: float) -> None:
+        for r, sr in ((p, 1.0), (q, -1.0)):
+            for c, sc in ((p, 1.0), (q, -1.0)):
+                if r is not None and c is not None:
+                    A[r, c] += weight * sr * sc
 
-    w1, w2, w3, w4 = w
     for ch in range(C):
-        for cj in range(w1.shape[1]):
-            for ci in range(w1.shape[2]):
-                p00, p10 = index(ch, ci, cj), index(ch, ci + 1, cj)
-                p01, p11 = index(ch, ci, cj + 1), index(ch, ci + 1, cj + 1)
-                a1, a2 = w1[ch, cj, ci] / (2 * hx * hx), w2[ch, cj, ci] / (2 * hy * hy)
-                edge(p00, p10, a1), edge(p01, p11, a1)
-                edge(p00, p01, a2), edge(p10, p11, a2)
-                edge(p00, p11, w3[ch, cj, ci] / d2), edge(p01, p10, w4[ch, cj, ci] / d2)
+        def at(i, j):
+            return None if i is None or j is None else (ch * ny + j) * nx + i
+
+        for j0, j1 in cells(ny, boundaries[1]):
+            for i0, i1 in cells(nx, boundaries[0]):
+                inside = [T[ch, j, i] for j in (j0, j1) for i in (i0, i1) if i is not None and j is not None]
+                a, b, c = (sum(t[k] for t in inside) / len(inside) for k in ((0, 0), (0, 1), (1, 1)))
+                s = delta * d2 * (a / hx ** 2 + c / hy ** 2) / 4
+                t = b * d2 / (2 * hx * hy)
+                w1, w2 = a - 2 * s * hx * hx / d2, c - 2 * s * hy * hy / d2
+                p00, p10, p01, p11 = at(i0, j0), at(i1, j0), at(i0, j1), at(i1, j1)
+                edge(p00, p10, w1 / (2 * hx * hx)), edge(p01, p11, w1 / (2 * hx * hx))
+                edge(p00, p01, w2 / (2 * hy * hy)), edge(p10, p11, w2 / (2 * hy * hy))
+                edge(p00, p11, (s + t) / d2), edge(p01, p10, (s - t) / d2)
     return A
 
 
