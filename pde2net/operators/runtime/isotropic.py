@@ -10,8 +10,6 @@ argument, the difference D always acts on u.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import torch
 
 from .grid import flux_grid_crop, gauss, gauss_weights, gradient, gradient_t, space_dim
@@ -39,8 +37,8 @@ class IsotropicTerm(torch.nn.Module):
     ``sigma``: the presmoothing's standard deviation (None: W = u) with ``h`` the spacings it is
     sampled on; ``constant``: g does not depend on s2 (linear diffusion: no gradient for G)."""
 
-    def __init__(self, g: Callable, boundaries: tuple, inv_h: tuple, sigma: Optional[float] = None,
-                 h: Optional[tuple] = None, constant: bool = False) -> None:
+    def __init__(self, g: "Callable[[torch.Tensor], torch.Tensor]", boundaries: tuple, inv_h: tuple,
+                 sigma: float | None = None, h: tuple | None = None, constant: bool = False) -> None:
         super().__init__()
         self.g = g
         self.boundaries = tuple(boundaries)
@@ -60,7 +58,7 @@ class IsotropicTerm(torch.nn.Module):
                 shape[space_dim(a)] += 1
         return shape
 
-    def weights(self, u: torch.Tensor, f: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def weights(self, u: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
         """G = g(sum_c |grad_h W_c|^2) on the flux grid, shape (B, 1, *flux grid)."""
         if self.constant:
             return self.g(torch.zeros(self.flux_shape(u), dtype=u.dtype, device=u.device))
@@ -87,7 +85,7 @@ class IsotropicTerm(torch.nn.Module):
             out = part if out is None else out + part
         return out
 
-    def forward(self, u: torch.Tensor, f: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
         """``A(u) u = D^T G(u) D u``."""
         return self.frozen_apply(u, self.weights(u, f))
 
