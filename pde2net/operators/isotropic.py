@@ -15,6 +15,7 @@ truncation or boundary rule) leaves it unchanged (docs/theory.md §10).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -109,22 +110,32 @@ class Isotropic:
                           f"IsotropicTerm({args})")
 
     def dense(self, ctx: Context, u: np.ndarray, f: Optional[np.ndarray] = None) -> np.ndarray:
-        """``D^T G(u) D`` (float64, block diagonal over the channels) from dense NumPy matrices:
-        D_a = the 1D difference along axis a, Kronecker-combined with the flux-grid padding of
-        the other axes; G from the NumPy Gaussian (same boundary rule) and the diffusivity's op
-        tree evaluated by NumPy."""
+        """``D^T G(u) D`` (float64, block diagonal over the channels), assembled row by row of D:
+        a flux row with nodes (p, m) and weight ``G / h^2`` adds to (p, p), (m, m) and subtracts
+        from (p, m), (m, p) (a ghost node, u = 0 there, adds nothing); G from the NumPy Gaussian
+        (same boundary rule) and the diffusivity's op tree evaluated by NumPy."""
         u = np.asarray(u, dtype=np.float64)
-        space = u.shape[1:]
-        ds = gradient_matrices(space, _boundaries(ctx), tuple(float(h) for h in ctx.grid))
+        h = tuple(float(x) for x in ctx.grid)
+        rows = flux_rows(u.shape[1:], _boundaries(ctx))
         sigma = self._sigma(ctx)
-        w = u if sigma is None else np.stack([
-            gauss_numpy(c, sigma, tuple(float(h) for h in ctx.grid), _boundaries(ctx)) for c in u])
-        flat = w.reshape(w.shape[0], -1)
-        s2 = sum(((d @ flat.T) ** 2).sum(axis=1) for d in ds)
+        w = u if sigma is None else np.stack([gauss_numpy(c, sigma, h, _boundaries(ctx)) for c in u])
+        n = math.prod(u.shape[1:])
+        s2 = 0.0
+        for c in w:
+            ext = np.append(c.ravel(), 0.0)  # index -1 (a ghost node) reads 0
+            for (plus, minus), hd in zip(rows, h):
+                s2 = s2 + ((ext[plus] - ext[minus]) / hd) ** 2
+        s2 = np.broadcast_to(np.asarray(s2, dtype=np.float64), rows[0][0].shape)
         g = exprs.evaluate(self.g.op, {**self.g.params, RADIAL_VAR: s2}, exprs.LIBS["numpy"]())
         g = np.broadcast_to(np.asarray(g, dtype=np.float64), s2.shape)
-        block = sum(d.T @ (g[:, None] * d) for d in ds)
-        return np.kron(np.eye(u.shape[0]), block)
+        block = np.zeros((n + 1, n + 1))  # row/column n collects the ghost entries, dropped
+        for (plus, minus), hd in zip(rows, h):
+            wt = g / (hd * hd)
+            np.add.at(block, (plus, plus), wt)
+            np.add.at(block, (minus, minus), wt)
+            np.add.at(block, (plus, minus), -wt)
+            np.add.at(block, (minus, plus), -wt)
+        return np.kron(np.eye(u.shape[0]), block[:n, :n])
 
     def _sigma(self, ctx: Context) -> Optional[float]:
         return None if self.sigma is None else float(ctx.value(self.sigma))
@@ -263,40 +274,36 @@ def _check_constant(c: sp.Expr, what: str, ctx: Context) -> None:
 
 
 # ------------------------------------------------------------------- dense NumPy reference
-def _diff_1d(n: int, kind: str, h: float) -> np.ndarray:
-    """The forward difference along one axis: (n-1) x n (neumann), n x n (periodic), (n+1) x n
-    (dirichlet, rows i = -1 .. n-1 with u = 0 outside)."""
-    eye = np.eye(n)
-    if kind == "periodic":
-        return (np.roll(eye, 1, axis=1) - eye) / h
-    if kind == "dirichlet":
-        ext = np.vstack([np.zeros((1, n)), eye, np.zeros((1, n))])
-        return (ext[1:] - ext[:-1]) / h
-    return (eye[1:] - eye[:-1]) / h
-
-
-def _flux_rows(n: int, kind: str, own: bool, h: float) -> np.ndarray:
-    """The factor of one axis in D_a on the flux grid: the difference padded to n rows (neumann:
-    a zero row at the end) if it is axis a, else the identity with a zero ghost row first
-    (dirichlet)."""
-    if own:
-        d = _diff_1d(n, kind, h)
-        return np.vstack([d, np.zeros((1, n))]) if kind == "neumann" else d
-    eye = np.eye(n)
-    return np.vstack([np.zeros((1, n)), eye]) if kind == "dirichlet" else eye
-
-
-def gradient_matrices(space: tuple, boundaries: tuple, h: tuple) -> list[np.ndarray]:
-    """D_a for every axis a (x = 0) as dense matrices from the C-order field (x last) to the
-    C-order flux grid: Kronecker products, the slowest (last) axis first."""
+def flux_rows(space: tuple, boundaries: tuple) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For every axis a (x = 0), the rows of D_a on the common flux grid (C order) as the flat
+    node indices (plus, minus) of ``(D_a u)_r = (u_plus - u_minus) / h_a``; -1 is a node outside
+    (u = 0: dirichlet ghosts, and the zero rows of neumann and of the other axes' ghost rows).
+    Along axis a: neumann n - 1 rows and a zero row, periodic n rows (wrapping), dirichlet n + 1
+    rows; along another axis b: its nodes, after a ghost row first if b is dirichlet."""
     ndim = len(space)
+    idx = np.arange(math.prod(space)).reshape(space)
     out = []
     for a in range(ndim):
-        m = np.ones((1, 1))
-        for b in reversed(range(ndim)):
-            n = space[ndim - 1 - b]
-            m = np.kron(m, _flux_rows(n, boundaries[b], a == b, h[b]))
-        out.append(m)
+        ax = ndim - 1 - a
+        n = space[ax]
+        ghost = np.full_like(np.take(idx, [0], axis=ax), -1)
+        if boundaries[a] == "periodic":
+            plus, minus = np.roll(idx, -1, axis=ax), idx
+        elif boundaries[a] == "dirichlet":
+            ext = np.concatenate([ghost, idx, ghost], axis=ax)
+            plus, minus = np.take(ext, np.arange(1, n + 2), axis=ax), np.take(ext, np.arange(0, n + 1), axis=ax)
+        else:
+            plus = np.concatenate([np.take(idx, np.arange(1, n), axis=ax), ghost], axis=ax)
+            minus = np.concatenate([np.take(idx, np.arange(0, n - 1), axis=ax), ghost], axis=ax)
+            if n == 1:
+                plus = minus = ghost
+        for b in range(ndim):
+            if b != a and boundaries[b] == "dirichlet":
+                bx = ndim - 1 - b
+                pad = np.full_like(np.take(plus, [0], axis=bx), -1)
+                plus = np.concatenate([pad, plus], axis=bx)
+                minus = np.concatenate([pad, minus], axis=bx)
+        out.append((plus.ravel(), minus.ravel()))
     return out
 
 
