@@ -444,3 +444,23 @@ def test_examples_compile_stable(name):
     h = (1.0,) * (3 if name == "heat_3d" else 2)
     assert prog.stability.stable
     assert float(prog.stability.tau_max) == pytest.approx(2 / sum(4 / x ** 2 for x in h), rel=1e-15)
+
+
+@pytest.mark.parametrize("equation,verdict,words", [
+    ("-laplace(u)", "not stable", "backward diffusion"),
+    ("div( (1 - norm(grad(gauss(u, 1)))^2) / (1 + norm(grad(gauss(u, 1)))^2) * grad(u) )", "not stable",
+     "backward diffusion"),
+    ("div( 1 / norm(grad(u)) * grad(u) )", "not stable", "unbounded"),
+])
+def test_no_stable_verdict_without_bound_3d(equation, verdict, words):
+    """3D specs whose diffusivity is not in [0, L]: the report says why, never "stable"."""
+    text = _example("heat_3d", equation=f"equation dt(u) = {equation}",
+                    scheme="scheme explicit(tau = 0.1, steps = 3)")
+    report = pde2net.compile_text(text, "bad.pde").stability
+    assert not report.stable and report.verdict == verdict and words in report.reason
+
+
+def test_step_above_bound_is_not_stable():
+    text = _example("heat_3d", scheme="scheme explicit(tau = 0.17, steps = 3)")
+    report = pde2net.compile_text(text, "big.pde").stability
+    assert not report.stable and report.verdict == "not stable"

@@ -81,9 +81,10 @@ class Isotropic:
         if not self.g.proven:
             status = self.g.facts.status
             failure = status if status in ("negative", "unbounded") else "unknown"
-            why = {"negative": "the diffusivity takes negative values: backward diffusion",
-                   "unbounded": "sup g is infinite: no finite bound on lambda_max"}.get(
-                failure, "0 <= g <= L is not proven")
+            g = f"g(s2) = {self.g.text.replace(chr(39), '')}"  # params print without their marker
+            why = {"negative": f"the diffusivity {g} (its factor included) takes negative values",
+                   "unbounded": f"the diffusivity {g} is unbounded: no finite bound on lambda_max"
+                   }.get(failure, f"0 <= {g} <= L is not proven")
             return Bound(None, False, f"{why} ({self.g.facts.detail or self.g.real_detail})",
                          sections, hyps, False, failure)
         L = self.g.L
