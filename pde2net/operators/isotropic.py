@@ -311,7 +311,8 @@ def flux_rows(space: tuple, boundaries: tuple) -> list[tuple[np.ndarray, np.ndar
 def gauss_numpy(u: np.ndarray, sigma: float, h: tuple, boundaries: tuple) -> np.ndarray:
     """``K_sigma * u`` (one channel, x the last axis), separable: the sampled Gaussian truncated
     at 3 sigma and renormalised, the field extended per axis by its boundary rule (neumann:
-    mirror ``u_(-1-k) = u_k``, clamped when the grid is shorter than the kernel; periodic: wrap;
+    mirrored about the left edge ``u_(-1-k) = u_k``, then about the right edge
+    ``u_(n+k) = u_(n-1-k)``, then clamped, for kernels longer than the grid; periodic: wrap;
     dirichlet: zeros)."""
     out = np.asarray(u, dtype=np.float64)
     for a, kind in enumerate(boundaries):
