@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from scipy import sparse
 
 import pde2net
 
@@ -68,7 +69,7 @@ def carry_rows(n: int, kind: str) -> list[dict]:
     return ([{}] + rows) if kind == "dirichlet" else rows
 
 
-def grad_matrix(space: tuple, bnds: tuple, h: tuple, axis: int) -> np.ndarray:
+def grad_matrix(space: tuple, bnds: tuple, h: tuple, axis: int) -> sparse.csr_matrix:
     """D_axis from the C-order field (x last) to the C-order flux grid, entry by entry."""
     ndim = len(space)
     per_axis = []
@@ -76,14 +77,16 @@ def grad_matrix(space: tuple, bnds: tuple, h: tuple, axis: int) -> np.ndarray:
         n = space[ndim - 1 - a]
         per_axis.append(diff_rows(n, bnds[a], h[a]) if a == axis else carry_rows(n, bnds[a]))
     flux_shape = tuple(len(per_axis[ndim - 1 - k]) for k in range(ndim))
-    d = np.zeros((math.prod(flux_shape), math.prod(space)))
+    rows, cols, vals = [], [], []
     for p in itertools.product(*(range(m) for m in flux_shape)):
         row = np.ravel_multi_index(p, flux_shape)
         factors = [per_axis[ndim - 1 - k][p[k]] for k in range(ndim)]
         for combo in itertools.product(*(f.items() for f in factors)):
-            node = tuple(c[0] for c in combo)
-            d[row, np.ravel_multi_index(node, space)] += math.prod(c[1] for c in combo)
-    return d
+            rows.append(row)
+            cols.append(np.ravel_multi_index(tuple(c[0] for c in combo), space))
+            vals.append(math.prod(c[1] for c in combo))
+    # duplicates (periodic n = 1, 2) are summed by the conversion, as the matrix entries add
+    return sparse.coo_matrix((vals, (rows, cols)), shape=(math.prod(flux_shape), math.prod(space))).tocsr()
 
 
 def smoothing_matrix(n: int, kind: str, sigma: float, h: float) -> np.ndarray:
@@ -128,8 +131,8 @@ def reference_matrix(u: np.ndarray, g, h: tuple, bnds: tuple, sigma=None) -> np.
     for c in w:
         for d in ds:
             s2 += (d @ c.ravel()) ** 2
-    gv = g(s2)
-    block = sum(d.T @ np.diag(gv) @ d for d in ds)
+    gv = sparse.diags(g(s2))
+    block = sum(d.T @ gv @ d for d in ds).toarray()
     return np.kron(np.eye(u.shape[0]), block)
 
 
@@ -319,7 +322,9 @@ def _checkerboard(shape: tuple) -> np.ndarray:
 @pytest.mark.parametrize("bnds,shape,h", [
     (("neumann",) * 2, (24, 24), (1.0, 1.0)), (("dirichlet",) * 2, (24, 24), (1.0, 0.5)),
     (("periodic",) * 2, (16, 16), (1.0, 1.0)), (("dirichlet", "periodic"), (20, 16), (0.5, 1.0)),
-    (("neumann",) * 3, (14, 14, 14), (1.0, 1.0, 1.0)), (("periodic", "dirichlet", "neumann"), (14, 14, 16), (1.0, 1.0, 1.0))])
+    (("periodic",) * 3, (8, 8, 8), (1.0, 0.5, 1.0)),
+    pytest.param(("neumann",) * 3, (14, 14, 14), (1.0, 1.0, 1.0), marks=pytest.mark.slow),
+    pytest.param(("periodic", "dirichlet", "neumann"), (14, 14, 16), (1.0, 1.0, 1.0), marks=pytest.mark.slow)])
 def test_linear_growth_above_bound(bnds, shape, h):
     """Linear case, dense frozen matrix: at tau = 1.02 x 2/bound the explicit step grows (power
     iteration finds ||M v|| > ||v||), at tau = 2/bound it does not (||M|| <= 1)."""
