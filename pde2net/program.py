@@ -134,14 +134,15 @@ class Program:
 
     def run(self, u0: Any, steps: Optional[int] = None, *, every: int = 1,
             on_step: Optional["tracking.Callback"] = None, net: Optional["torch.nn.Module"] = None,
-            **module_options: Any) -> "torch.Tensor":
+            f: Any = None, **module_options: Any) -> "torch.Tensor":
         """Evolves ``u0`` through the network block by block (a block is one time step, or one
         FED/FSI cycle), calling ``on_step(k, t, u)`` after every ``every`` blocks: ``k`` blocks
         done, ``t`` the evolution time.  A callback returning ``True`` stops early (snapshots,
         progress, early stopping).  The result equals ``net(u0)`` bit for bit when nothing stops.
 
         ``net``: a module built before (else ``self.module(**module_options)``); ``steps``
-        defaults to the scheme's number of blocks.  Gradients are not tracked.
+        defaults to the scheme's number of blocks.  ``f``: the input field of a data term
+        (``input f(x, y)``; default u0).  Gradients are not tracked.
         """
         import torch
 
@@ -158,7 +159,9 @@ class Program:
             with torch.no_grad():
                 return net(u0)
         with torch.no_grad():
-            u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step)
+            data = None if f is None else torch.as_tensor(f, dtype=u0.dtype)
+            u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step,
+                                data)
         return u
 
     def with_params(self, params: Mapping[str, Any]) -> "Program":

@@ -3,7 +3,7 @@ and installs the operator model's recogniser in the analyse stage."""
 from __future__ import annotations
 
 from .. import analyse
-from . import check, recognise  # noqa: F401 - check registers the operator model's verify
+from . import recognise
 from . import isotropic  # noqa: F401 - registers the isotropic family
 
 analyse.register_operator_model(recognise.recognise)
