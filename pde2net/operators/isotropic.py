@@ -53,6 +53,8 @@ class Isotropic:
     channels: int
     text: str
     family: str = FAMILY
+    #: sigma with the params' values (exact), for reports
+    sigma_value: Optional[sp.Expr] = None
 
     @property
     def diffusivities(self) -> tuple:
@@ -64,7 +66,7 @@ class Isotropic:
 
     def describe(self) -> str:
         """The term and the network it becomes."""
-        arg = "|grad u|^2" if self.sigma is None else f"|grad K_sigma*u|^2, sigma = {self.sigma}"
+        arg = "|grad u|^2" if self.sigma is None else f"|grad K_sigma*u|^2, {self._sigma_text()}"
         chans = "" if self.channels == 1 else f", {self.channels} channels, joint diffusivity"
         if self.linear:
             net = "gradient conv -> * constant -> transposed conv"
@@ -138,6 +140,10 @@ class Isotropic:
             np.add.at(block, (minus, plus), -wt)
         return np.kron(np.eye(u.shape[0]), block[:n, :n])
 
+    def _sigma_text(self) -> str:
+        name, value = show(self.sigma), show(self.sigma_value)
+        return f"sigma = {value}" if name == value else f"sigma = {name} = {value}"
+
     def _sigma(self, ctx: Context) -> Optional[float]:
         return None if self.sigma is None else float(ctx.value(self.sigma))
 
@@ -152,7 +158,7 @@ def _boundaries(ctx: Context) -> tuple[str, ...]:
 
 
 def _inv_h(ctx: Context) -> tuple[float, ...]:
-    return tuple(float(1 / sp.sympify(h)) for h in ctx.grid)
+    return tuple(float(sp.Integer(1) / h) for h in ctx.grid)
 
 
 def _floats(xs: tuple) -> str:
@@ -203,7 +209,7 @@ class IsotropicFamily:
 
     def recognise(self, term: sp.Expr, ctx: Context) -> Optional[Isotropic]:
         u = ctx.u
-        c, core = sp.sympify(term).as_independent(u, as_Add=False)
+        c, core = term.as_independent(u, as_Add=False)
         if not isinstance(core, sp.Function):
             return None
         if core.func is LAPLACE:
@@ -229,7 +235,8 @@ class IsotropicFamily:
                                 "gauss(u, sigma) with sigma > 0 (a number or params)")
         full = (c * g).xreplace({_NORM: sp.sqrt(S2)})
         d = diffusivity_of(sp.powsimp(full), ctx)
-        return Isotropic(d, sigma, ctx.ndim, ctx.channels, show(term))
+        return Isotropic(d, sigma, ctx.ndim, ctx.channels, show(term),
+                         sigma_value=None if sigma is None else ctx.value(sigma))
 
 
 def _split_diffusivity(inner: sp.Expr, ctx: Context) -> tuple[sp.Expr, Optional[sp.Expr]]:
