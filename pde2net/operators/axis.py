@@ -113,9 +113,9 @@ def failure_of(g: Diffusivity) -> str:
     """Why no bound is proven: "negative" (backward diffusion), "unbounded" or "unknown"."""
     if g.proven:
         return ""
-    if g.facts.status in ("negative", "unbounded") and g.real:
+    if g.facts.status in ("negative", "unbounded"):
         return g.facts.status
-    return "negative" if g.facts.status == "negative" else "unknown"
+    return "unknown"  # sympy could not decide, or g is not real and finite everywhere
 
 
 def attained_at_zero(g: Diffusivity, ctx: Context) -> bool:
