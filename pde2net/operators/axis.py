@@ -229,9 +229,8 @@ class AxisTerm:
                          cite(1), hyps, False, failure)
         L = self.g.L
         value = L * self.norm_sq
-        reason = (f"{self.text}: lambda_max(D^T G D) <= L ||D||^2 <= L 4^{self.order} / "
-                  f"h{x}^{2 * self.order} = {value} with L = sup g = {L}, h{x} = {self.h} "
-                  f"({cite(1)}, {cite(2)})")
+        reason = (f"lambda_max(D^T G D) <= L ||D||^2 <= L 4^{self.order} / h{x}^{2 * self.order} "
+                  f"= {value} with L = sup g = {L}, h{x} = {self.h}")
         return Bound(value, True, reason, cite(2), hyps, attained_at_zero(self.g, ctx), "")
 
     def torch_term(self, ctx: Context) -> Any:
@@ -303,7 +302,7 @@ class AxisFamily:
         """The family's D is the forward (= backward: the same rows) binomial difference; a
         central or explicit stencil would be another matrix."""
         kind = getattr(ctx.stencil, "kind", None)
-        if kind not in (None, "forward", "backward"):
+        if kind not in (None, "forward", "backward", "anisotropic"):  # anisotropic: the tensor term's
             raise ctx.error(f"per-axis terms use the forward difference; the stencil statement asks "
                             f"for {kind}", "no stencil statement, or stencil forward",
                             getattr(ctx.stencil, "pos", None))

@@ -78,8 +78,8 @@ class FourthTerm:
                          cite(1), hyps, False, failure)
         L = self.g.L
         value = L * norm ** 2
-        reason = (f"{self.text}: lambda_max(Delta_h G Delta_h) <= L ||Delta_h||^2 <= "
-                  f"L (sum_d 4/h_d^2)^2 = {value} with L = sup g = {L} ({cite(1)}, {cite(12)})")
+        reason = (f"lambda_max(Delta_h G Delta_h) <= L ||Delta_h||^2 <= L (sum_d 4/h_d^2)^2 = {value} "
+                  f"with L = sup g = {L}")
         return Bound(value, True, reason, cite(12), hyps, attained_at_zero(self.g, ctx), "")
 
     def _inv_h(self) -> tuple:

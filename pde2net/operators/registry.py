@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .. import analyse
 from . import check, recognise  # noqa: F401 - check registers the operator model's verify
+from . import axis, fourth  # noqa: F401 - one-axis terms of any order; You-Kaveh fourth order
 
 analyse.register_operator_model(recognise.recognise)

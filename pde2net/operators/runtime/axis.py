@@ -26,7 +26,7 @@ import torch
 from .grid import diff, diff_t, space_dim
 
 
-def binomial_weights(order: int) -> list:
+def axis_binomial_weights(order: int) -> list:
     """``(-1)^(m-j) C(m, j)``, j = 0..m: the forward difference of order m (h = 1)."""
     return [float((-1) ** (order - j) * math.comb(order, j)) for j in range(order + 1)]
 
@@ -55,7 +55,7 @@ def axis_diff_sq_t(v: torch.Tensor, axis: int, order: int, boundary: str, inv_h:
     ``w_j``.  When a periodic axis is shorter than the stencil (n <= m) several weights of a row
     land on the same node and add before squaring: the matrix is built and squared then."""
     dim = space_dim(axis)
-    w = binomial_weights(order)
+    w = axis_binomial_weights(order)
     scale = inv_h ** (2 * order)
     if boundary == "periodic" and n <= order:
         eye = torch.eye(n, dtype=v.dtype, device=v.device)

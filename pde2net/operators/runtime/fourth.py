@@ -16,7 +16,7 @@ import torch
 from .grid import diff, diff_t, space_dim
 
 
-def laplace(u: torch.Tensor, boundaries: tuple, inv_h: tuple) -> torch.Tensor:
+def fourth_laplace(u: torch.Tensor, boundaries: tuple, inv_h: tuple) -> torch.Tensor:
     """``Delta_h u = -sum_d D_d^T D_d u`` (the flux grid of :func:`.grid.gradient` only adds
     zero rows, so the per-axis sum is the same matrix)."""
     out = None
@@ -26,29 +26,29 @@ def laplace(u: torch.Tensor, boundaries: tuple, inv_h: tuple) -> torch.Tensor:
     return -out
 
 
-def _line_matrix(n: int, boundary: str, inv_h: float, dtype, device) -> torch.Tensor:
+def _fourth_line_matrix(n: int, boundary: str, inv_h: float, dtype, device) -> torch.Tensor:
     """The 1D ``-D^T D`` on n points as a dense n x n matrix (for the diagonal of short axes)."""
     eye = torch.eye(n, dtype=dtype, device=device)
     return -diff_t(diff(eye, 0, boundary, inv_h), 0, boundary, inv_h)
 
 
-def _diag_line(shape_n: int, boundary: str, inv_h: float, ref: torch.Tensor, axis: int) -> torch.Tensor:
+def _fourth_diag_line(shape_n: int, boundary: str, inv_h: float, ref: torch.Tensor, axis: int) -> torch.Tensor:
     """The diagonal of the 1D ``-D^T D`` along ``axis``, shaped to broadcast against ``ref``."""
     dim = space_dim(axis)
-    mat = _line_matrix(shape_n, boundary, inv_h, ref.dtype, ref.device)
+    mat = _fourth_line_matrix(shape_n, boundary, inv_h, ref.dtype, ref.device)
     view = [1] * ref.dim()
     view[dim] = shape_n
     return torch.diagonal(mat).reshape(view)
 
 
-def _offdiag_sq(G: torch.Tensor, axis: int, boundary: str, inv_h: float) -> torch.Tensor:
+def _fourth_offdiag_sq(G: torch.Tensor, axis: int, boundary: str, inv_h: float) -> torch.Tensor:
     """``sum_(k != i) L_(k i)^2 G_k`` along ``axis``, L the 1D ``-D^T D``: each node's neighbours
     along the axis (weight ``1/h^4`` each).  Axes of one or two points (where a periodic
     neighbour appears twice) use the dense 1D matrix."""
     dim = space_dim(axis)
     n = G.shape[dim]
     if n <= 2:
-        mat = _line_matrix(n, boundary, inv_h, G.dtype, G.device)
+        mat = _fourth_line_matrix(n, boundary, inv_h, G.dtype, G.device)
         off = mat - torch.diag(torch.diagonal(mat))
         return torch.movedim(torch.movedim(G, dim, -1) @ (off * off), -1, dim)
     w = inv_h ** 4
@@ -71,12 +71,12 @@ class FourthOrder(torch.nn.Module):
 
     def weights(self, u: torch.Tensor, f=None) -> torch.Tensor:
         """``G = g((Delta_h u)^2)`` per node."""
-        s = laplace(u, self.boundaries, self.inv_h)
+        s = fourth_laplace(u, self.boundaries, self.inv_h)
         return self.g(s * s)
 
     def frozen_apply(self, u: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """``Delta_h G Delta_h u`` with G held fixed."""
-        return laplace(G * laplace(u, self.boundaries, self.inv_h), self.boundaries, self.inv_h)
+        return fourth_laplace(G * fourth_laplace(u, self.boundaries, self.inv_h), self.boundaries, self.inv_h)
 
     def frozen_diagonal(self, G: torch.Tensor) -> torch.Tensor:
         """``diag(Delta_h G Delta_h)_i = sum_k Delta_(k i)^2 G_k``: the node itself (the squared
@@ -84,11 +84,11 @@ class FourthOrder(torch.nn.Module):
         belong to exactly one axis)."""
         diag = None
         for a, b in enumerate(self.boundaries):
-            part = _diag_line(G.shape[space_dim(a)], b, self.inv_h[a], G, a)
+            part = _fourth_diag_line(G.shape[space_dim(a)], b, self.inv_h[a], G, a)
             diag = part if diag is None else diag + part
         out = diag * diag * G
         for a, b in enumerate(self.boundaries):
-            out = out + _offdiag_sq(G, a, b, self.inv_h[a])
+            out = out + _fourth_offdiag_sq(G, a, b, self.inv_h[a])
         return out
 
     def forward(self, u: torch.Tensor, f=None) -> torch.Tensor:
