@@ -293,3 +293,25 @@ def test_you_kaveh_example_end_to_end(boundary, field, grid, shape, tmp_path):
     assert rel(prog.module(dtype=torch.float32, steps=3)(x.float()).double().numpy()[0], want) < 1e-4
     emitted = load_source(prog.source(), tmp_path).Network(steps=3).double()
     assert torch.equal(emitted(x), live(x))
+
+
+def test_bound_tightness_for_you_kaveh():
+    """How tight ``L (sum_d 4/h_d^2)^2`` is for You-Kaveh with Perona-Malik g (lambda = 1,
+    16 x 16, h = 1, bound 64).  Over the frozen weights the bound is attained up to the finite-N
+    factor: G = I gives lambda_max = 64 cos^4(pi/32) (neumann, ratio 0.981) and exactly 64
+    (periodic, even N).  At a field u (Gaussian noise of standard deviation a, neumann),
+    lambda_max(A(u)) / bound measured: a = 1e-3: 0.981, 0.1: 0.871, 1: 0.502, 10: 0.316 (the
+    weights 1/(1 + (Delta_h u)^2) fall with the amplitude).
+    The ratio never exceeds 1."""
+    shape = (1, 16, 16)
+    lap = laplacian(shape, ("neumann", "neumann"), (1.0, 1.0))
+    rng = np.random.default_rng(8)
+    ratios = {}
+    for a in (1e-3, 1e-1, 1.0, 10.0):
+        u = a * rng.standard_normal(shape)
+        ratios[a] = float(np.linalg.eigvalsh(reference(shape, ("neumann",) * 2, (1.0, 1.0), pm(1.0), u))[-1]) / 64
+    print("lambda_max(A(u)) / bound by amplitude:", {a: round(r, 4) for a, r in ratios.items()})
+    assert all(r <= 1 for r in ratios.values())
+    assert ratios[1e-3] == pytest.approx(np.cos(np.pi / 32) ** 4, abs=1e-4)
+    assert ratios[1e-3] > ratios[1.0] > ratios[10.0]
+    assert np.linalg.eigvalsh(lap @ lap)[-1] == pytest.approx(64 * np.cos(np.pi / 32) ** 4, rel=1e-12)
