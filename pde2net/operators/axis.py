@@ -91,8 +91,9 @@ def flux_of(inner: sp.Expr, arg: sp.Expr, ctx: Context, what: str, expected: str
     return phi
 
 
-def radial(flux: sp.Expr, ctx: Context, what: str, expected: str) -> sp.Expr:
-    """``g(s2) = Phi(sqrt(s2)) / sqrt(s2)``, refused unless ``Phi(s)/s`` is even in s."""
+def radial(flux: sp.Expr, ctx: Context, what: str, expected: str, arg: sp.Expr) -> sp.Expr:
+    """``g(s2) = Phi(sqrt(s2)) / sqrt(s2)``, refused unless ``Phi(s)/s`` is even in s (``arg``:
+    what s stands for, for the message)."""
     from ..limits import SymbolicTimeout, time_limit
 
     ratio = sp.cancel(flux / S) if flux.is_rational_function(S) else flux / S
@@ -103,7 +104,7 @@ def radial(flux: sp.Expr, ctx: Context, what: str, expected: str) -> sp.Expr:
     except SymbolicTimeout:
         even = False
     if not even:
-        raise ctx.error(f"the flux {show(flux)} of {what} is not odd in its argument (Phi(s)/s is "
+        raise ctx.error(f"the flux {show(flux.xreplace({S: arg}))} of {what} is not odd in {show(arg)} (Phi(s)/s is "
                         f"not even, or sympy cannot show it), so its weight is not a function of "
                         f"the squared difference", expected)
     return sp.powsimp(ratio.xreplace({S: sp.sqrt(S2)}), force=False)
@@ -292,7 +293,7 @@ class AxisFamily:
             m = k
             phi = flux_of(inner, core.func(ctx.u, sp.Integer(m)), ctx, "d" + x * m, FORMS)
             flux = (-1) ** (m + 1) * c * phi
-        g = radial(flux, ctx, text, FORMS)
+        g = radial(flux, ctx, text, FORMS, core.func(ctx.u, sp.Integer(m)))
         d = weight_of(flux, g, ctx, f"the weight of {text}")
         linear = not g.has(S2)
         return AxisTerm(axis, m, ctx.boundaries[axis], ctx.value(ctx.grid[axis]), d, linear, text)

@@ -133,7 +133,7 @@ class FourthFamily:
         check_factor(c, ctx, text)
         phi = flux_of(inner, lap, ctx, "laplace", FORMS)
         flux = -c * phi
-        g = radial(flux, ctx, text, FORMS)
+        g = radial(flux, ctx, text, FORMS, lap)
         d = weight_of(flux, g, ctx, f"the weight of {text}")
         grid = tuple(ctx.value(h) for h in ctx.grid)
         return FourthTerm(tuple(ctx.boundaries), grid, d, not g.has(S2), text)
