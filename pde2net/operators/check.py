@@ -73,7 +73,8 @@ def reference_run(prog, u0: np.ndarray, steps: int) -> np.ndarray:
     spec = arch.operator
     sch = arch.scheme
     _, kw = scheme_arguments(arch)
-    u, f = u0.astype(np.float64), u0.astype(np.float64)
+    b = kw.pop("offset", 0.0)  # u = b outside: evolve u - b under the homogeneous problem
+    u, f = u0.astype(np.float64) - b, u0.astype(np.float64) - b
     shape = u.shape
 
     def A(v):
@@ -97,9 +98,9 @@ def reference_run(prog, u0: np.ndarray, steps: int) -> np.ndarray:
         else:
             assert isinstance(sch, Implicit)
             M = np.eye(vec.size) * (1 + kw["tau"] * kw["c"]) + kw["tau"] * A(vec)
-            b = vec + kw["tau"] * reaction_numpy(spec, np.zeros(shape), f).reshape(-1)
-            vec = verify._cg(lambda x: x @ M.T, b[None], kw["iterations"])[0]
-    return vec.reshape(shape)
+            rhs = vec + kw["tau"] * reaction_numpy(spec, np.zeros(shape), f).reshape(-1)
+            vec = verify._cg(lambda x: x @ M.T, rhs[None], kw["iterations"])[0]
+    return vec.reshape(shape) + b
 
 
 def battery(shape: tuple[int, ...], rng: np.random.Generator) -> list[tuple[str, float, np.ndarray]]:
@@ -143,7 +144,9 @@ def verify_operator(prog, size: Optional[int], seed: int, budget: float) -> "ver
     u0 = np.stack([c[2] for c in cases])
     with torch.no_grad():
         uk = net(torch.as_tensor(u0.reshape((len(cases),) + net_shape))).numpy().reshape(len(cases), -1)
-    grow = verify._growth(u0.reshape(len(cases), -1), uk)
+    # the claim is about u - b (b the Dirichlet boundary value, 0 when homogeneous)
+    b = float(spec.context.dirichlet_value or 0)
+    grow = verify._growth(u0.reshape(len(cases), -1) - b, uk - b)
     nonfinite = verify._nonfinite_rows(uk)
     families: dict[str, dict[str, Any]] = {}
     for (fam, amp, _), g, nf in zip(cases, grow, nonfinite):
@@ -155,7 +158,8 @@ def verify_operator(prog, size: Optional[int], seed: int, budget: float) -> "ver
             best["growth"], best["amplitude"] = float(g), amp
     tol = verify.growth_tolerance(float(sum(1 for _ in range(prog.arch.scheme.steps))) * 4.0)
     starts = u0[np.argsort(-grow)[:8]].reshape(8, -1)
-    adv = verify.adversarial_search(net, starts, net_shape, budget, seed, prog.arch.scheme.steps)
+    shifted = net if b == 0 else (lambda v: net(v + b) - b)  # the search works on u - b
+    adv = verify.adversarial_search(shifted, starts - b, net_shape, budget, seed, prog.arch.scheme.steps)
     adv_input = adv.pop("input")
     comparison = _compare(prog, shape, rng)
     if not comparison["ok"]:
