@@ -294,7 +294,7 @@ def test_other_terms_are_not_this_family():
 
 
 @pytest.mark.parametrize("expr,dims,match", [
-    (DX(U, 1), "x", "odd order 1: that is transport"),
+    (DX(U, 1), "x", "not a diffusion term: it has odd order 1, that is transport"),
     (DX(U, 3), "x", "odd order 3"),
     (DY(U, 2), "x", "along y, but the field has 1 axis"),
     (DZ(U, 2), "xy", "along z"),

@@ -286,7 +286,8 @@ class AxisFamily:
         check_factor(c, ctx, text)
         if inner == ctx.u:
             if k % 2:
-                raise ctx.error(f"{text} has odd order {k}: that is transport, not diffusion", FORMS)
+                raise ctx.error(f"the term {text} is not a diffusion term: it has odd order {k}, "
+                                f"that is transport", FORMS)
             m = k // 2
             flux = (-1) ** (m + 1) * c * S
         else:
