@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from op_support import U, inline_source, kron_along, make_ctx, param, pm
 
 from pde2net.analyse import DIV, DX, DY, GRAD, LAPLACE
@@ -390,3 +392,75 @@ def test_mixed_orders_3d_end_to_end(tmp_path):
     assert rel(live(x).numpy()[0], want) < 1e-12
     emitted = load_source(prog.source(), tmp_path).Network().double()
     assert torch.equal(emitted(x), live(x))
+
+
+def test_program_run_equals_module():
+    """``Program.run`` (block by block, as ``pde2net run``) gives the module's output."""
+    import pde2net
+
+    prog = pde2net.compile_text(_example("periodic"))
+    x = torch.tensor(np.random.default_rng(14).standard_normal((1, 1, 8, 10)))
+    net = prog.module(dtype=torch.float64, steps=6)
+    assert torch.equal(prog.run(x, steps=6, every=2, net=prog.module(dtype=torch.float64)), net(x))
+
+
+# ------------------------------------------------------------------ soundness (hypothesis)
+
+BOUNDARIES = ("neumann", "periodic", "dirichlet")
+
+
+@st.composite
+def random_sums(draw):
+    ndim = draw(st.integers(1, 2))
+    kinds = tuple(draw(st.sampled_from(BOUNDARIES)) for _ in range(ndim))
+    grid = tuple(draw(st.sampled_from([sp.Rational(1, 2), sp.Integer(1), sp.Integer(2)])) for _ in range(ndim))
+    sizes = tuple(draw(st.integers(4, 6)) for _ in range(ndim))
+    terms = []
+    for _ in range(draw(st.integers(1, 3))):
+        axis, m = draw(st.integers(0, ndim - 1)), draw(st.integers(1, 2))
+        c = draw(st.sampled_from([sp.Rational(-3, 2), sp.Rational(1, 2), sp.Integer(1), sp.Integer(3)]))
+        lam = draw(st.sampled_from([None, sp.Rational(1, 5), sp.Integer(2)]))
+        terms.append((axis, m, c, lam))
+    return ndim, kinds, grid, sizes, terms
+
+
+def _term_expr(axis: int, m: int, c, lam) -> sp.Expr:
+    sign = (-1) ** (m + 1)
+    if lam is None:
+        return sign * c * AXIS[axis](U, 2 * m)
+    a = AXIS[axis](U, m)
+    return sign * c * AXIS[axis](a / (1 + a ** 2 / lam ** 2), m)
+
+
+@settings(max_examples=25, deadline=None)
+@given(random_sums())
+def test_soundness_of_sum_bounds(case):
+    """Random sums of one-axis terms (orders 1-2, linear or Perona-Malik, factors of both signs,
+    a boundary per axis): a proven bound is never below the dense lambda_max(A(u)) (the oracle:
+    the references of this file, at three amplitudes); a "negative" failure has a negative
+    eigenvalue at small amplitude (backward diffusion is real)."""
+    ndim, kinds, grid, sizes, terms = case
+    ctx = make_ctx("xy"[:ndim], kinds, grid)
+    shape = (1,) + tuple(reversed(sizes))
+    built = []
+    for axis, m, c, lam in terms:
+        if kinds[axis] == "neumann" and sizes[axis] <= m:
+            continue
+        t = FAMILY.recognise(_term_expr(axis, m, c, lam), ctx)
+        g = (lambda s2, c=c: float(c) * np.ones_like(s2)) if lam is None else \
+            (lambda s2, c=c, lam=lam: float(c) / (1 + s2 / float(lam) ** 2))
+        built.append((t, full_matrix(shape, axis, m, kinds[axis], float(grid[axis])), g))
+    if not built:
+        return
+    rng = np.random.default_rng(0)
+    bounds = [t.bound(ctx) for t, _, _ in built]
+    for a in (1e-4, 1.0, 30.0):
+        u = a * rng.standard_normal(shape).ravel()
+        mat = sum(d.T @ (g((d @ u) ** 2)[:, None] * d) for _, d, g in built)
+        eig = np.linalg.eigvalsh(mat)
+        if all(b.proven for b in bounds):
+            assert eig[-1] <= float(sum(b.value for b in bounds)) * (1 + 1e-12)
+        for (t, d, g), b in zip(built, bounds):
+            if b.failure == "negative" and a == 1e-4:
+                assert np.linalg.eigvalsh(d.T @ (g((d @ u) ** 2)[:, None] * d))[0] < 0
+            assert b.failure in ("", "negative")

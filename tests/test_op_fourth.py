@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from op_support import U, inline_source, kron_along, make_ctx, param, pm, spectral_norm
 
 from pde2net.analyse import DIV, DX, GRAD, LAPLACE, NORM
@@ -315,3 +317,32 @@ def test_bound_tightness_for_you_kaveh():
     assert ratios[1e-3] == pytest.approx(np.cos(np.pi / 32) ** 4, abs=1e-4)
     assert ratios[1e-3] > ratios[1.0] > ratios[10.0]
     assert np.linalg.eigvalsh(lap @ lap)[-1] == pytest.approx(64 * np.cos(np.pi / 32) ** 4, rel=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 3), st.lists(st.sampled_from(["neumann", "periodic", "dirichlet"]), min_size=3, max_size=3),
+       st.lists(st.sampled_from([sp.Rational(1, 2), sp.Integer(1), sp.Integer(2)]), min_size=3, max_size=3),
+       st.sampled_from([sp.Rational(-2), sp.Rational(-1, 2), sp.Rational(1, 3), sp.Integer(4)]),
+       st.sampled_from([None, sp.Rational(1, 5), sp.Integer(3)]))
+def test_soundness_of_the_bound(ndim, kinds, grid, c, lam):
+    """Random You-Kaveh terms (2D/3D, a boundary and spacing per axis, factors of both signs,
+    linear or Perona-Malik): a proven bound is never below the dense lambda_max(A(u)) at three
+    amplitudes, and "negative" means a negative eigenvalue (backward diffusion)."""
+    kinds, grid = tuple(kinds[:ndim]), tuple(grid[:ndim])
+    ctx = make_ctx("xyz"[:ndim], kinds, grid)
+    inner = LAP if lam is None else LAP / (1 + LAP ** 2 / lam ** 2)
+    term = FAMILY.recognise(c * LAPLACE(inner), ctx)
+    b = term.bound(ctx)
+    shape = (1,) + (3, 4, 5)[:ndim]
+    lap = laplacian(shape, kinds, tuple(float(h) for h in grid))
+    k = -float(c)                                         # the flux is -c phi
+    g = (lambda s2: k * np.ones_like(s2)) if lam is None else (lambda s2: k / (1 + s2 / float(lam) ** 2))
+    rng = np.random.default_rng(1)
+    for a in (1e-4, 1.0, 30.0):
+        u = a * rng.standard_normal(shape).ravel()
+        s = lap @ u
+        eig = np.linalg.eigvalsh(lap @ (g(s * s)[:, None] * lap))
+        if b.proven:
+            assert eig[-1] <= float(b.value) * (1 + 1e-12)
+        else:
+            assert b.failure == "negative" and (a != 1e-4 or eig[0] < 0)
