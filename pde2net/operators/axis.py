@@ -161,8 +161,9 @@ def g_text(g: Diffusivity) -> str:
     return show(g.expr.xreplace({S2: sp.Symbol("s2")}))
 
 
-def g_hypotheses(g: Diffusivity) -> tuple:
-    return g.hypotheses("g")
+def g_hypotheses(g: Diffusivity, name: str = "g") -> tuple:
+    """The diffusivity's hypotheses, ``name`` telling the terms of a sum apart (``g_x``, ``g_yy``)."""
+    return g.hypotheses(name)
 
 
 def weight_of(flux: sp.Expr, g: sp.Expr, ctx: Context, what: str) -> Diffusivity:
@@ -208,18 +209,20 @@ class AxisTerm:
     def describe(self) -> str:
         x = AXIS_NAMES[self.axis]
         g = g_text(self.g)
-        weight = f"G = {g}" if self.linear else f"G = g(d{x * self.order}(u)^2), g(s2) = {g}"
+        name = f"g_{x * self.order}"
+        weight = f"G = {g}" if self.linear else f"G = {name}(d{x * self.order}(u)^2), {name}(s2) = {g}"
         return (f"{self.text}: order-{self.order} forward difference along {x} ({self.boundary}) "
                 f"conv, {weight}, transposed conv")
 
     def bound(self, ctx: Context) -> Bound:
         x = AXIS_NAMES[self.axis]
+        hx = "h" if ctx.ndim == 1 else f"h{x}"  # as the grid statement names it
         rows = {"neumann": "its n - m complete rows", "periodic": "circulant rows",
                 "dirichlet": "zero ghosts on both sides (n + m rows)"}[self.boundary]
-        hyps = g_hypotheses(self.g) + (
+        hyps = g_hypotheses(self.g, f"g_{x * self.order}") + (
             {"name": "D^T is the exact transpose of D", "holds": True,
              "detail": f"transposed conv of the same binomial stencil along {x}"},
-            {"name": f"||D||^2 <= 4^{self.order} / h{x}^{2 * self.order}", "holds": True,
+            {"name": f"||D||^2 <= 4^{self.order} / {hx}^{2 * self.order}", "holds": True,
              "detail": f"the binomial order-{self.order} difference with {rows} is a finite section "
                        f"of a Toeplitz operator (or a circulant) with symbol |2 sin(theta/2)|^"
                        f"{self.order}; {cite(2)}"},
@@ -230,8 +233,8 @@ class AxisTerm:
                          cite(1), hyps, False, failure)
         L = self.g.L
         value = L * self.norm_sq
-        reason = (f"lambda_max(D^T G D) <= L ||D||^2 <= L 4^{self.order} / h{x}^{2 * self.order} "
-                  f"= {value} with L = sup g = {L}, h{x} = {self.h}")
+        reason = (f"lambda_max(D^T G D) <= L ||D||^2 <= L 4^{self.order} / {hx}^{2 * self.order} "
+                  f"= {value} with L = sup g_{x * self.order} = {L}, {hx} = {self.h}")
         return Bound(value, True, reason, cite(2), hyps, attained_at_zero(self.g, ctx), "")
 
     def torch_term(self, ctx: Context) -> Any:
