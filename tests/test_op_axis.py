@@ -464,3 +464,12 @@ def test_soundness_of_sum_bounds(case):
             if b.failure == "negative" and a == 1e-4:
                 assert np.linalg.eigvalsh(d.T @ (g((d @ u) ** 2)[:, None] * d))[0] < 0
             assert b.failure in ("", "negative")
+
+
+def test_neumann_axis_without_complete_rows_is_refused_at_run_time():
+    """n <= m points along a neumann axis: D has no complete row; the network says so."""
+    ctx = make_ctx("x", ("neumann",))
+    mod = FAMILY.recognise(-DX(U, 4), ctx).torch_term(ctx)
+    with pytest.raises(ValueError, match="more than 2 points"):
+        mod(torch.zeros(1, 1, 2))
+    assert mod(torch.zeros(1, 1, 3)).shape == (1, 1, 3)

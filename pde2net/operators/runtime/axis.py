@@ -33,6 +33,10 @@ def axis_binomial_weights(order: int) -> list:
 
 def axis_diff(u: torch.Tensor, axis: int, order: int, boundary: str, inv_h: float) -> torch.Tensor:
     """``D u``: the order-m forward difference along ``axis`` (m first differences)."""
+    n = u.shape[space_dim(axis)]
+    if boundary == "neumann" and n <= order:  # n - m complete rows: none, and no exact transpose
+        raise ValueError(f"an order-{order} difference with complete rows (neumann) needs more than "
+                         f"{order} points along axis {'xyz'[axis]}; got {n}")
     out = u
     for _ in range(order):
         out = diff(out, axis, boundary, inv_h)
