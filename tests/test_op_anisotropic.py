@@ -914,3 +914,26 @@ def test_no_wrong_stable_anisotropic(case):
 @given(aniso_specs())
 def test_no_wrong_stable_anisotropic_many(case):
     check_aniso_sound(case)
+
+
+@pytest.mark.parametrize("name,delta", [("eed", sp.Rational(1, 2)), ("ced", sp.Rational(1, 1001))])
+def test_examples(name, delta):
+    """examples/eed.pde and ced.pde: stable, lambda_max(A) <= 4 = (4/h^2) max(L, (1 - delta) sup tr T)
+    with the reported default delta, tau_max = h^2/2; 50 steps on a noisy 64 x 64 image do not
+    increase the norm (docs/theory.md §9: every step non-expansive) and preserve the mean."""
+    from pathlib import Path
+
+    import pde2net
+
+    prog = pde2net.load(Path(__file__).resolve().parent.parent / "examples" / f"{name}.pde")
+    rep = prog.stability
+    term = prog.arch.operator.terms[0]
+    assert rep.stable and term.delta == delta and term.delta_default
+    assert term.bound(prog.arch.operator.context).value == 4
+    assert sp.Rational(str(rep.tau_max)) == sp.Rational(1, 2)
+    rng = np.random.default_rng(9)
+    u0 = torch.as_tensor(_pattern(*np.mgrid[-32:32, -32:32][::-1] * 1.0) + 0.1 * rng.standard_normal((64, 64)))
+    with torch.no_grad():
+        u = prog.module(dtype=torch.float64)(u0[None, None])[0, 0]
+    assert float(u.norm()) <= float(u0.norm())
+    assert abs(float(u.mean() - u0.mean())) <= 1e-12
