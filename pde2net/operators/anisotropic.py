@@ -686,6 +686,18 @@ def _gradient_atoms(e: sp.Expr, ctx: Context, tdef: TensorDef, sigmas: list) -> 
     return out
 
 
+def _displayed(facts: TensorFacts, sigmas: list) -> TensorFacts:
+    """The facts' texts with the gradient symbols P_k, Q_k written as the user wrote them."""
+    import re
+
+    def show(text: str) -> str:
+        return re.sub(r"\b([PQ])(\d+)\b", lambda m: f"{'dx' if m.group(1) == 'P' else 'dy'}"
+                      f"(gauss(u, {sigmas[int(m.group(2))]}))", text).replace("**", "^")
+
+    hyps = tuple({**h, "name": show(h["name"]), "detail": show(str(h["detail"]))} for h in facts.hypotheses)
+    return TensorFacts(facts.L, facts.trace, facts.failure, show(facts.detail), hyps, facts.identity)
+
+
 def _delta(ctx: Context, L, trace) -> tuple[sp.Expr, bool]:
     d = ctx.settings.get("delta")
     if d is None:
@@ -740,7 +752,8 @@ def build_term(term: sp.Expr, scale: sp.Expr, tsym: sp.Symbol, ctx: Context) -> 
         if sp.simplify(ctx.value(b - b2)) != 0:
             raise ctx.error(f"{tdef.name} must be symmetric: {b} != {b2}", "[[a, b], [b, c]]", tdef.pos)
         variables = tuple(sp.Symbol(f"{n}{k}", real=True) for k in range(len(sigmas)) for n in "PQ")
-        facts = matrix_facts(tuple(ctx.value(x) for x in (a, b, c)), variables, scale_v)
+        facts = _displayed(matrix_facts(tuple(ctx.value(x) for x in (a, b, c)), variables, scale_v),
+                           sigmas)
         kw = dict(sigmas=tuple(sigmas), entries=(a, b, c), variables=variables)
     else:
         raise ctx.error(f"unknown tensor kind {tdef.kind}", ", ".join(KINDS), tdef.pos)
