@@ -937,3 +937,27 @@ def test_examples(name, delta):
         u = prog.module(dtype=torch.float64)(u0[None, None])[0, 0]
     assert float(u.norm()) <= float(u0.norm())
     assert abs(float(u.mean() - u0.mean())) <= 1e-12
+
+
+def test_neumann_identity_tensor_semantics():
+    """T = I, delta = 0, neumann (only the cells inside): every axis edge inside the image has
+    weight 1, an edge running along the boundary (held by one cell) weight 1/2; no diagonals.
+    The matrix is written here edge by edge, not from cells."""
+    ny, nx = 4, 5
+    E = np.zeros((nx * ny, nx * ny))
+
+    def add(p, q, w):
+        v = np.zeros(nx * ny)
+        v[p], v[q] = 1.0, -1.0
+        E[:] += w * np.outer(v, v)
+
+    for j in range(ny):
+        for i in range(nx - 1):
+            add(j * nx + i, j * nx + i + 1, 0.5 if j in (0, ny - 1) else 1.0)
+    for j in range(ny - 1):
+        for i in range(nx):
+            add(j * nx + i, (j + 1) * nx + i, 0.5 if i in (0, nx - 1) else 1.0)
+    T = np.broadcast_to(np.eye(2), (ny, nx, 2, 2)).copy()
+    term = runtime(("neumann", "neumann"), 0.0)
+    M = runtime_matrix(term, term.weights_of_tensor(*tensor_torch(T)), (ny, nx))
+    assert np.abs(M - E).max() <= 1e-14
