@@ -961,3 +961,35 @@ def test_neumann_identity_tensor_semantics():
     term = runtime(("neumann", "neumann"), 0.0)
     M = runtime_matrix(term, term.weights_of_tensor(*tensor_torch(T)), (ny, nx))
     assert np.abs(M - E).max() <= 1e-14
+
+
+def ref_edge_matrix(T: np.ndarray, delta: float) -> np.ndarray:
+    """The EDGE assembly (periodic, h = 1): each edge (p, p + o_i) takes the split of the mean
+    tensor of its two endpoints, weight w_i / |o_i|^2."""
+    ny, nx = T.shape[:2]
+    A = np.zeros((nx * ny, nx * ny))
+    for j in range(ny):
+        for i in range(nx):
+            for k, ((di, dj), l2) in enumerate(zip([(1, 0), (0, 1), (1, 1), (1, -1)], [1, 1, 2, 2])):
+                q = ((j + dj) % ny, (i + di) % nx)
+                Te = (T[j, i] + T[q]) / 2
+                w = ref_split(Te[0, 0], Te[0, 1], Te[1, 1], delta, 1.0, 1.0)[k]
+                v = np.zeros(nx * ny)
+                v[j * nx + i] -= 1
+                v[q[0] * nx + q[1]] += 1
+                A += w / l2 * np.outer(v, v)
+    return A
+
+
+def test_edge_assembly_counterexample_is_indefinite():
+    """The single-pixel tensor T = L e4 e4^T breaks the EDGE assembly too: the (1, 1) edge from p
+    gets w3 = -L/4, and the indicator of p + (1, 1) has energy -L/8 (h = 1)."""
+    L, n = 2.0, 4
+    e4 = np.array([1.0, -1.0]) / math.sqrt(2)
+    T = np.zeros((n, n, 2, 2))
+    T[1, 1] = L * np.outer(e4, e4)
+    E = ref_edge_matrix(T, 0.0)
+    u = np.zeros(n * n)
+    u[2 * n + 2] = 1.0
+    assert u @ E @ u == pytest.approx(-L / 8, abs=1e-14)
+    assert np.linalg.eigvalsh(E).min() < 0
