@@ -354,9 +354,10 @@ class AnisotropicTerm:
         hyps = f.hypotheses + (_hyp("delta <= 1", bool(self.delta <= 1),
                                     f"delta = {self.delta}" + (" (default)" if self.delta_default else "")),)
         if self.delta > 1:
-            return Bound(None, True, f"delta = {self.delta} > 1: the checkerboard mode of every cell "
-                         "has energy (1 - delta)(a/hx^2 + c/hy^2) < 0, so A is indefinite and the "
-                         "scheme grows for every tau", cite(SECTION), hyps, failure="negative")
+            return Bound(None, True, f"delta = {self.delta} > 1: the checkerboard of a cell diffuses "
+                         "backwards (its energy (1 - delta)(a/hx^2 + c/hy^2) < 0 where tr T > 0), so A "
+                         "is indefinite and the scheme grows for every tau", cite(SECTION), hyps,
+                         failure="negative")
         if f.failure:
             return Bound(None, False, f.detail, cite(SECTION), hyps, failure=f.failure)
         value = cell_bound(f.L, f.trace, hx, hy, self.delta)
