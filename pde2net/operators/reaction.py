@@ -353,7 +353,6 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     needed only by the invariant-region rule of a nonlinear reaction.  ``scheme``: the statements
     are about the explicit step; a nonlinear reaction under another scheme is "cannot prove"."""
     c = coefficients(reaction, ctx)
-    alpha = c.alpha if not data_zero else sp.Integer(0)
     forcing = (c.alpha != 0 and not data_zero) or c.c != 0
     base = _hyp("A(u) symmetric positive semidefinite, lambda_max(A(u)) <= lam for every frozen u",
                 lam is not None, f"lam = {lam}" if lam is not None else "no proven bound on lambda_max(A)")
@@ -365,7 +364,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     if lam is None:
         return ReactionBound(None, "", "cannot prove", "cannot prove: no proven bound on "
                              "lambda_max(A) of the diffusion terms", (base,))
-    k = c.k if not data_zero else c.beta
+    k = c.k  # f = 0 removes the forcing, not the damping -alpha u
     signs = (_hyp("alpha >= 0", c.alpha >= 0, f"alpha = {c.alpha}"),
              _hyp("beta >= 0 (decay, not a source)", c.beta >= 0, f"beta = {c.beta}"))
     if not forcing:

@@ -39,7 +39,9 @@ class Reaction(torch.nn.Module):
         return self.data != 0.0
 
     def linear(self) -> float:
-        """``c + alpha``: the coefficient of ``-u`` in r, for schemes that treat it implicitly."""
+        """``c + alpha``: the coefficient of ``-u`` in r, for schemes that treat it implicitly.
+        It is negative for a source (Allen-Cahn's ``u`` counts as decay -1): such a scheme should
+        then keep the reaction explicit, as ``(1 + tau (c + alpha)) u`` may be singular."""
         return self.decay + self.data
 
     def forward(self, u: torch.Tensor, f=None) -> torch.Tensor:

@@ -1,0 +1,406 @@
+"""The data and reaction family (docs/theory.md §11): exact decomposition, the bounds' closed forms,
+their sharpness against dense NumPy float64 steps written here from the mathematics, the
+counterexamples the theory states, and the runtime reaction against a NumPy evaluation.
+
+Measured (printed by the tests, recorded here): at alpha = 1 on the 8 x 8 periodic grid
+(lambda_max = 8), a step between 2/(lam + 2 alpha) and 2/(lam + alpha) reaches 11/9 = 1.222 x
+max(||u0||, ||f||) (the theory's 1.22); the invariant-region bound of Allen-Cahn with the 5-point
+heat operator is tau <= 1/(W + 2) with W = 4/h^2 (2D), sharp: at 1.02 x it a value leaves [-1, 1]
+in one step.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from pde2net.errors import PdeError, Pos, Source
+from pde2net.operators import base
+from pde2net.operators import reaction as R
+from pde2net.operators.runtime import reaction as runtime
+
+U = sp.Symbol("u'field", real=True)
+F = sp.Symbol("f'input", real=True)
+G = sp.Symbol("g'input", real=True)
+NAMES = ("alpha", "beta", "r", "c", "eps")
+P = {n: sp.Symbol(f"{n}'", real=True) for n in NAMES}
+ALPHA, BETA, RR, C, EPS = (P[n] for n in NAMES)
+VALUES = {"alpha": sp.Rational(1, 2), "beta": sp.Rational(1, 5), "r": sp.Integer(2),
+          "c": sp.Rational(3, 10), "eps": sp.Rational(1, 10)}
+
+
+def ctx(boundaries=("neumann", "neumann"), values=None, inputs=None) -> base.Context:
+    """A Context built by hand, as the analyse hook will (2D unless told otherwise)."""
+    text = "equation dt(u) = laplace(u) + REACTION\n"
+    return base.Context(
+        u=U, dims=("x", "y")[:len(boundaries)], channels=1, grid=(sp.Integer(1),) * len(boundaries),
+        boundaries=tuple(boundaries), params=dict(values or VALUES), param_symbols=P,
+        inputs=dict(inputs if inputs is not None else {"f": F}), tensors={}, stencil=None,
+        source=Source(text, "r.pde"), pos=Pos(1, 32))
+
+
+def recomposed(r: base.Reaction) -> sp.Expr:
+    """alpha (f - u) - beta u + c + N, the decomposition summed back."""
+    f = F if r.input == "f" else sp.Integer(0)
+    return r.data * (f - U) - r.decay * U + r.constant + (r.nonlinear or 0)
+
+
+# ------------------------------------------------------------------------------ decomposition
+@pytest.mark.parametrize("expr, data, decay, constant, nonlinear", [
+    (ALPHA * (F - U), ALPHA, 0, 0, None),                             # data fidelity
+    (-BETA * U, 0, BETA, 0, None),                                    # decay
+    (C, 0, 0, C, None),                                               # constant source
+    (U - U**3, 0, -1, 0, -U**3),                                      # Allen-Cahn
+    (RR * U * (1 - U), 0, -RR, 0, -RR * U**2),                        # Fisher
+    (ALPHA * (F - U) - BETA * U + C, ALPHA, BETA, C, None),
+    (2 * (F - U), 2, 0, 0, None),                                     # sympy distributes the 2
+    ((F - U) / EPS**2, EPS**-2, 0, 0, None),
+    (ALPHA * (F - U) + (U - U**3) / EPS**2, ALPHA, -EPS**-2, 0, -U**3 / EPS**2),
+    (sp.Rational(1, 4) * (1 - U)**2, 0, sp.Rational(1, 2), sp.Rational(1, 4), U**2 / 4),
+    (sp.exp(-U) + ALPHA * (F - U), ALPHA, 0, 0, sp.exp(-U)),
+])
+def test_decomposition_is_exact(expr, data, decay, constant, nonlinear):
+    r = R.reaction_of(expr, ctx())
+    assert sp.simplify(r.data - data) == 0
+    assert sp.simplify(r.decay - decay) == 0
+    assert sp.simplify(r.constant - constant) == 0
+    assert (r.nonlinear is None) == (nonlinear is None)
+    if nonlinear is not None:
+        assert sp.simplify(r.nonlinear - nonlinear) == 0
+    assert sp.simplify(recomposed(r) - expr) == 0
+    assert r.input == ("f" if expr.has(F) else None)
+
+
+def test_zero_is_the_empty_reaction():
+    assert R.reaction_of(sp.Integer(0), ctx()).empty
+
+
+@pytest.mark.parametrize("expr, words", [
+    (ALPHA * F, "no matching -alpha*u"),                  # forcing by f without -alpha u
+    (ALPHA * (F - U) + U, "no matching"),                  # data term plus a linear source
+    (F * U, "nonlinearly"),
+    (F**2, "nonlinearly"),
+    (sp.exp(F), "nonlinearly"),
+    (-ALPHA * (F - U), "negative"),
+    (ALPHA * (F - U) + ALPHA * (G - U), "2 input fields"),
+    (sp.Symbol("x") * U, "neither the field"),
+    (sp.Function("dx")(U), "contains dx"),
+])
+def test_malformed_reactions_are_errors(expr, words):
+    c = ctx(inputs={"f": F, "g": G})
+    with pytest.raises(PdeError) as err:
+        R.reaction_of(expr, c)
+    e = err.value
+    assert words in e.message
+    assert e.pos == c.pos and e.source is c.source and e.expected
+    assert "'" not in e.message  # the user's names, not the internal symbols
+
+
+def test_nonlinear_data_with_unmatched_f_is_analysed_as_a_whole():
+    """With a nonlinear part any split of the u-linear coefficient is exact: alpha f + u - u^3
+    is accepted, and the invariant-region rule analyses R = N - beta u as a whole."""
+    r = R.reaction_of(ALPHA * F + U - U**3, ctx())
+    assert sp.simplify(recomposed(r) - (ALPHA * F + U - U**3)) == 0
+
+
+# ------------------------------------------------------------------------------ closed forms
+LAM = sp.Integer(8)
+
+
+def bound(expr, lam=LAM, c=None, **kw) -> R.ReactionBound:
+    c = c or ctx()
+    return R.reaction_bound(R.reaction_of(expr, c), lam, c, **kw)
+
+
+def test_data_term_bounds_are_the_closed_forms():
+    a = VALUES["alpha"]
+    b = bound(ALPHA * (F - U))                        # f != 0 (default: f = initial image)
+    assert b.verdict == "stable" and b.tau_max == 2 / (LAM + 2 * a)
+    assert "max(||u^0||_2, ||f||_2)" in b.statement and "not monotone" in b.statement
+    b0 = bound(ALPHA * (F - U), data_zero=True)       # f = 0
+    assert b0.verdict == "stable" and b0.tau_max == 2 / (LAM + a)
+    assert "||u^(n+1)||_2 <= ||u^n||_2" in b0.statement
+    tau, statement, verdict, reason, hyps = b       # unpacks as the 5-tuple
+    assert tau == b.tau_max and verdict == "stable" and all(h["holds"] for h in hyps)
+    assert "docs/theory.md §11" in reason
+
+
+def test_decay_and_source_bounds_are_the_closed_forms():
+    beta, cval, a = VALUES["beta"], VALUES["c"], VALUES["alpha"]
+    assert bound(-BETA * U).tau_max == 2 / (LAM + beta)
+    assert bound(-BETA * U).verdict == "stable"
+    # data + decay: k = alpha + beta, forcing by f: 2/(lam + 2k)
+    assert bound(ALPHA * (F - U) - BETA * U).tau_max == 2 / (LAM + 2 * (a + beta))
+    # constant with decay = data towards c/beta: bounded by max(||u0||, ||c/beta||)
+    b = bound(C - BETA * U)
+    assert b.verdict == "stable" and b.tau_max == 2 / (LAM + 2 * beta)
+    assert "sqrt(n)" in b.statement
+
+
+@pytest.mark.parametrize("boundaries, verdict", [
+    (("neumann", "periodic"), "not stable"), (("dirichlet", "neumann"), "cannot prove")])
+def test_sources_grow_or_cannot_prove(boundaries, verdict):
+    c = ctx(boundaries)
+    for expr in (BETA * U, C, C + BETA * U):  # a linear source; a constant without damping
+        b = bound(expr, c=c)
+        assert b.verdict == verdict and b.tau_max is None, (expr, b)
+    assert bound(-BETA * U, c=c).verdict == "stable"
+
+
+def test_nonlinear_reactions_cannot_prove_without_the_rule():
+    for expr in (U - U**3, RR * U * (1 - U)):
+        for kw in ({}, {"terms": (FourthOrder(),)}, {"terms": (FivePoint(),), "scheme": "fed"}):
+            b = bound(expr, **kw)
+            assert b.verdict == "cannot prove" and b.tau_max is None, (expr, kw)
+    b = bound(-U**3, terms=(FivePoint(),))  # one real root: no interval
+    assert b.verdict == "cannot prove"
+
+
+class FivePoint:
+    """A term that states a nonnegative stencil with diagonal <= 4/h^2 (2D heat, L = 1)."""
+
+    family = "isotropic"
+    nonnegative_stencil = sp.Integer(4)
+
+
+class FourthOrder:
+    family = "fourth_order"
+
+
+def test_invariant_region_bounds_are_the_closed_forms():
+    W = FivePoint.nonnegative_stencil
+    ac = bound(U - U**3, terms=(FivePoint(),))        # R' = 1 - 3u^2 >= -2 on [-1, 1]
+    assert ac.verdict == "stable" and ac.tau_max == 1 / (W + 2)
+    assert "[-1, 1]" in ac.statement
+    fisher = bound(RR * U * (1 - U), terms=(FivePoint(),))  # R' = r (1 - 2u) >= -r on [0, 1]
+    assert fisher.verdict == "stable" and fisher.tau_max == 1 / (W + VALUES["r"])
+    assert "[0, 1]" in fisher.statement
+    data = bound(ALPHA * (F - U) + U - U**3, terms=(FivePoint(),))  # f also in [-1, 1]; alpha adds
+    assert data.tau_max == 1 / (W + VALUES["alpha"] + 2) and "and of f" in data.statement
+    # dirichlet ghosts are 0: [0, 1] contains it; [1, 2] (R = -(u - 1)(u - 2)) does not
+    assert bound(RR * U * (1 - U), c=ctx(("dirichlet", "dirichlet")), terms=(FivePoint(),)).verdict == "stable"
+    assert bound(-(U - 1) * (U - 2), c=ctx(("dirichlet", "neumann")),
+                 terms=(FivePoint(),)).verdict == "cannot prove"
+
+
+# ------------------------------------------------------------- dense NumPy steps (the theory)
+def forward_difference(n: int, boundary: str) -> np.ndarray:
+    """The 1D forward difference with the boundary's rows (h = 1)."""
+    if boundary == "periodic":
+        return np.roll(np.eye(n), 1, axis=1) - np.eye(n)
+    if boundary == "dirichlet":
+        d = np.zeros((n + 1, n))
+        for i in range(n + 1):
+            if i < n:
+                d[i, i] += 1.0
+            if i >= 1:
+                d[i, i - 1] -= 1.0
+        return d
+    return (np.eye(n, k=1) - np.eye(n))[:-1]
+
+
+def laplacian_2d(nx: int, ny: int, boundary: str) -> np.ndarray:
+    """D^T D for the 2D forward gradient: the 5-point graph Laplacian (C order, x last)."""
+    dx, dy = forward_difference(nx, boundary), forward_difference(ny, boundary)
+    return np.kron(np.eye(ny), dx.T @ dx) + np.kron(dy.T @ dy, np.eye(nx))
+
+
+def step(A, u, tau, alpha=0.0, f=None, beta=0.0, c=0.0, N=None):
+    """One explicit step u - tau (A u - r(u, f)), r = alpha (f - u) - beta u + c + N(u)."""
+    r = -beta * u + c
+    if alpha:
+        r = r + alpha * (f - u)
+    if N is not None:
+        r = r + N(u)
+    return u - tau * (A @ u - r)
+
+
+def checkerboard(nx, ny):
+    y, x = np.mgrid[0:ny, 0:nx]
+    return ((-1.0) ** (x + y)).ravel()
+
+
+def test_periodic_laplacian_top_eigenvalue_is_8():
+    A = laplacian_2d(8, 8, "periodic")
+    assert np.isclose(np.linalg.eigvalsh(A).max(), 8.0, rtol=1e-13)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 5.0])
+def test_data_bound_is_sharp_with_f_zero(alpha):
+    """f = 0: at 1.02 x 2/(lam + alpha) a small multiple of the top eigenvector grows (every
+    step by |1 - tau (lam + alpha)|); at the bound it does not; ignoring alpha grows."""
+    A = laplacian_2d(8, 8, "periodic")
+    c = ctx(("periodic", "periodic"), values={**VALUES, "alpha": sp.Rational(alpha)})
+    b = R.reaction_bound(R.reaction_of(ALPHA * (F - U), c), LAM, c, data_zero=True)
+    tau = float(b.tau_max)
+    assert np.isclose(tau, 2 / (8 + alpha), rtol=1e-15)
+    v = 1e-6 * checkerboard(8, 8)
+    f = np.zeros_like(v)
+    for factor, grows in ((1.02, True), (1.0, False)):
+        u = v.copy()
+        for _ in range(50):
+            u = step(A, u, factor * tau, alpha, f)
+        assert (np.linalg.norm(u) > np.linalg.norm(v) * 1.5) == grows
+    ignored = 2 / 8  # the bound without alpha
+    u1 = step(A, v, ignored, alpha, f)
+    assert np.linalg.norm(u1) / np.linalg.norm(v) == pytest.approx(abs(1 - ignored * (8 + alpha)))
+
+
+def test_data_bound_with_f_is_sharp_between_the_bounds():
+    """f != 0: between 2/(lam + 2 alpha) and 2/(lam + alpha) one step exceeds
+    max(||u0||, ||f||) (u0 = -v, f = v, v the top eigenvector: factor tau (lam + 2 alpha) - 1,
+    11/9 at alpha = 1 near the f = 0 bound); at the bound it never does (random u0, f, and
+    random frozen diagonal weights in [0, 1] at every step, as a nonlinear diffusivity gives)."""
+    alpha = 1.0
+    c = ctx(("periodic", "periodic"), values={**VALUES, "alpha": sp.Integer(1)})
+    b = R.reaction_bound(R.reaction_of(ALPHA * (F - U), c), LAM, c)
+    tau = float(b.tau_max)
+    assert tau == pytest.approx(2 / 10, rel=1e-15)
+    A = laplacian_2d(8, 8, "periodic")
+    v = checkerboard(8, 8) / 8.0
+    for t in (1.02 * tau, 0.999 * 2 / 9):
+        u1 = step(A, -v, t, alpha, v)
+        ratio = np.linalg.norm(u1) / max(np.linalg.norm(v), np.linalg.norm(-v))
+        assert ratio == pytest.approx(t * (8 + 2 * alpha) - 1, rel=1e-12) and ratio > 1
+    print(f"one step at 0.999 x 2/(lam + alpha): {ratio:.4f} x max(||u0||, ||f||)")
+    rng = np.random.default_rng(0)
+    dx = forward_difference(8, "periodic")
+    Dx, Dy = np.kron(np.eye(8), dx), np.kron(dx, np.eye(8))
+    for trial in range(20):
+        u, f = rng.standard_normal(64), rng.standard_normal(64) * rng.uniform(0, 3)
+        top = max(np.linalg.norm(u), np.linalg.norm(f))
+        for _ in range(30):
+            Gx, Gy = np.diag(rng.uniform(0, 1, 64)), np.diag(rng.uniform(0, 1, 64))
+            Au = Dx.T @ Gx @ Dx + Dy.T @ Gy @ Dy  # lambda_max <= 8: lam = 8 is proven
+            u = step(Au, u, tau, alpha, f)
+            assert np.linalg.norm(u) <= top * (1 + 1e-12)
+
+
+def test_distance_to_f_is_not_monotone():
+    """The false statement of docs/theory.md §11: u0 = f smooth gives ||u0 - f|| = 0 and
+    ||u1 - f|| > 0 at the bound (the diffusion moves u away from f)."""
+    alpha = 1.0
+    A = laplacian_2d(8, 8, "neumann")
+    y, x = np.mgrid[0:8, 0:8]
+    f = np.sin(np.pi * x / 8).ravel() * np.cos(np.pi * y / 8).ravel()
+    tau = 2 / (8 + 2 * alpha)
+    u1 = step(A, f.copy(), tau, alpha, f)
+    assert np.linalg.norm(f - f) == 0 and np.linalg.norm(u1 - f) > 0.05
+    assert np.linalg.norm(u1 - f) == pytest.approx(tau * np.linalg.norm(A @ f), rel=1e-12)
+
+
+def test_decay_bound_is_sharp():
+    beta = float(VALUES["beta"])
+    c = ctx(("periodic", "periodic"))
+    tau = float(R.reaction_bound(R.reaction_of(-BETA * U, c), LAM, c).tau_max)
+    A = laplacian_2d(8, 8, "periodic")
+    v = 1e-6 * checkerboard(8, 8)
+    grow = step(A, v, 1.02 * tau, beta=beta)
+    assert np.linalg.norm(grow) > np.linalg.norm(v)
+    assert np.linalg.norm(step(A, v, tau, beta=beta)) <= np.linalg.norm(v) * (1 + 1e-15)
+
+
+def test_sources_grow_for_every_tau():
+    """Neumann: a linear source makes constants grow by 1 + tau |beta| per step; a constant
+    source without decay makes the mean grow as c t (and u - c t is the source-free scheme)."""
+    A = laplacian_2d(6, 5, "neumann")
+    ones = np.ones(30)
+    for tau in (1e-3, 0.1, 0.25):
+        u = step(A, ones, tau, beta=-0.2)
+        assert np.allclose(u, (1 + 0.2 * tau) * ones, rtol=1e-14)
+        rng = np.random.default_rng(1)
+        u0 = rng.standard_normal(30)
+        u, w = u0.copy(), u0.copy()
+        for k in range(1, 40):
+            u = step(A, u, tau, c=0.3)
+            w = step(A, w, tau)
+            assert u.mean() == pytest.approx(u0.mean() + 0.3 * k * tau, rel=1e-12)
+            assert np.allclose(u - 0.3 * k * tau, w, atol=1e-12)
+
+
+def test_invariant_region_is_sharp_for_allen_cahn():
+    """tau <= 1/(W + 2) with W = 4 (the diagonal of the 5-point Laplacian): at the bound random
+    inputs in [-1, 1] (and random frozen weights in [0, 1]) stay in [-1, 1]; at 1.02 x it the
+    input 1 everywhere but 1 - e at one interior point gives a value above 1 after one step."""
+    c = ctx(("neumann", "neumann"))
+    tau = float(R.reaction_bound(R.reaction_of(U - U**3, c), LAM, c, terms=(FivePoint(),)).tau_max)
+    assert tau == pytest.approx(1 / 6, rel=1e-15)
+    N = lambda u: u - u**3  # noqa: E731
+    A = laplacian_2d(7, 7, "neumann")
+    u = np.ones(49)
+    u[24] = 1 - 1e-3
+    assert step(A, u, 1.02 * tau, N=N).max() > 1.0
+    assert step(A, u, tau, N=N).max() <= 1.0
+    rng = np.random.default_rng(2)
+    dx = forward_difference(7, "dirichlet")
+    Dx, Dy = np.kron(np.eye(7), dx), np.kron(dx, np.eye(7))
+    for trial in range(20):
+        u = rng.uniform(-1, 1, 49) * (rng.uniform() ** 0.1)
+        u[rng.integers(49)] = rng.choice([-1.0, 1.0])
+        for _ in range(30):
+            Gx, Gy = np.diag(rng.uniform(0, 1, Dx.shape[0])), np.diag(rng.uniform(0, 1, Dy.shape[0]))
+            Au = Dx.T @ Gx @ Dx + Dy.T @ Gy @ Dy  # dirichlet ghosts 0: diagonal <= 4 still
+            u = step(Au, u, tau, N=N)
+            assert np.all(np.abs(u) <= 1.0)
+
+
+# --------------------------------------------------------------------------- the runtime branch
+def reference_r(u, f, alpha, beta, c, eps):
+    """r(u, f) = alpha (f - u) - beta u + c + (u - u^3) / eps^2 in float64 NumPy."""
+    return alpha * (f - u) - beta * u + c + (u - u**3) / eps**2
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_runtime_reaction_equals_numpy(dtype, rtol):
+    c = ctx()
+    expr = ALPHA * (F - U) - BETA * U + C + (U - U**3) / EPS**2
+    live = R.torch_reaction(R.reaction_of(expr, c), c)
+    rng = np.random.default_rng(3)
+    u, f = rng.uniform(-1.5, 1.5, (2, 3, 5, 7)), rng.uniform(-1, 1, (2, 3, 5, 7))
+    vals = {k: float(v) for k, v in VALUES.items()}
+    want = reference_r(u, f, vals["alpha"], vals["beta"], vals["c"], vals["eps"])
+    got = live(torch.tensor(u, dtype=dtype), torch.tensor(f, dtype=dtype)).double().numpy()
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= rtol * scale
+    # the implicit split: forward = rest - linear() u, linear() = alpha + beta - 1/eps^2 (the
+    # u-linear part of (u - u^3)/eps^2 belongs to the decay: a source, negative here)
+    assert live.linear() == pytest.approx(vals["alpha"] + vals["beta"] - 1 / vals["eps"] ** 2, rel=1e-14)
+    rest = live.rest(torch.tensor(u, dtype=dtype), torch.tensor(f, dtype=dtype)).double().numpy()
+    assert np.abs(rest - live.linear() * u - want).max() <= 10 * rtol * scale
+    assert np.abs(R.numpy_reaction(R.reaction_of(expr, c), c, u, f) - want).max() <= 1e-12 * scale
+
+
+def test_runtime_without_data_never_reads_f():
+    c = ctx()
+    live = R.torch_reaction(R.reaction_of(U - U**3, c), c)
+    u = torch.linspace(-2, 2, 11, dtype=torch.float64).reshape(1, 1, 11)
+    assert torch.allclose(live(u), u - u**3, rtol=1e-15, atol=1e-15)
+    assert not live.uses_data
+    with pytest.raises(ValueError):
+        R.torch_reaction(R.reaction_of(ALPHA * (F - U), c), c)(u)
+
+
+def test_source_builds_the_same_reaction(tmp_path):
+    """The printed N and coefficients, loaded as a module with the runtime file, give the live
+    module's values bit for bit."""
+    from reference import load_source
+
+    c = ctx()
+    expr = ALPHA * (F - U) - BETA * U + C + (U - U**3) / EPS**2
+    rx = R.reaction_of(expr, c)
+    pnames = {n: n for n in NAMES}
+    ts = R.reaction_source(rx, c, pnames, "t0_")
+    assert ts.runtime == ("reaction",)
+    consts = "".join(f"{n} = {float(v)!r}\n" for n, v in VALUES.items())
+    text = (inspect.getsource(runtime) + "\n" + consts + "\n".join(ts.functions)
+            + f"\nREACTION = {ts.expression}\n")
+    mod = load_source(text, tmp_path, "reaction_src")
+    rng = np.random.default_rng(4)
+    u = torch.tensor(rng.uniform(-1.5, 1.5, (2, 1, 6, 5)))
+    f = torch.tensor(rng.uniform(-1, 1, (2, 1, 6, 5)))
+    live = R.torch_reaction(rx, c)
+    assert torch.equal(mod.REACTION(u, f), live(u, f))
+    assert mod.REACTION.linear() == live.linear()
