@@ -212,6 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PdeError(f"--movie {args.movie}: unknown movie format", None, Source("", args.movie),
                            "a file name ending in .gif or .mp4")
     prog = _load(args)
+    args.input, named = _input_options(args.input or [], prog)
     report = prog.stability
     if not report.stable:
         print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
@@ -227,6 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
     net = net.to(device)
+    data = _input_fields(named, prog, field, u0, dtype)
     if args.backend == "fused" and device.type == "cpu":
         from .fastpath import accelerate
 
@@ -238,7 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with torch.no_grad():
         try:
-            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie))
+            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie),
+                                       data=data)
         except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
             raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0
@@ -272,6 +275,98 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{_verdict_reason(report)}): the evolution blew up or overflowed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _input_options(values: Sequence[str], prog: Program) -> tuple[Optional[str], dict[str, str]]:
+    """``--input`` values: ``FILE`` (the initial value) or ``NAME=FILE`` (the spec's input field
+    NAME; the field's own name means the initial value).  Returns the initial value's path and
+    the input fields' paths by name.  An unknown NAME is bad input, with a "did you mean"."""
+    import re
+    from difflib import get_close_matches
+
+    from .parse import FieldStmt, InputStmt
+
+    declared = [st.name.text for st in prog.spec.statements if isinstance(st, InputStmt)]
+    fields = [st.name.text for st in prog.spec.statements if isinstance(st, FieldStmt)]
+    initial: list[str] = []
+    named: dict[str, str] = {}
+    for value in values:
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)", value, flags=re.S)
+        if m is None:
+            initial.append(value)
+            continue
+        name, path = m.groups()
+        if name in fields:
+            initial.append(path)
+        elif name in declared:
+            if name in named:
+                raise PdeError(f"--input {name}= is given twice", None, Source("", value),
+                               f"one --input {name}=FILE")
+            named[name] = path
+        else:
+            choices = declared + fields
+            close = get_close_matches(name, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            what = f"its input fields are {', '.join(declared)}" if declared else "it declares no input field"
+            raise PdeError(f"--input {value}: the spec has no input {name!r} ({what}){hint}", None,
+                           Source("", value), "--input FILE (the initial value) or --input NAME=FILE "
+                           f"with NAME one of: {', '.join(choices)}")
+    if len(initial) > 1:
+        raise PdeError(f"--input gives {len(initial)} initial values ({', '.join(initial)})", None,
+                       Source("", initial[1]), "one --input FILE; NAME=FILE for an input field")
+    return (initial[0] if initial else None), named
+
+
+def _input_fields(named: dict[str, str], prog: Program, field, u0, dtype) -> list:
+    """The spec's input fields as tensors shaped like ``u0``, in declaration order: the file
+    given with ``--input NAME=FILE``, otherwise the initial value (docs/language.md: f defaults
+    to u(t = 0)).  Empty when the spec declares none."""
+    import torch
+
+    from .fieldio import read_field
+    from .parse import InputStmt
+
+    out = []
+    for st in prog.spec.statements:
+        if not isinstance(st, InputStmt):
+            continue
+        name = st.name.text
+        if name not in named:
+            out.append(u0)
+            continue
+        path = named[name]
+        data = read_field(path, prog).data
+        want = field.data.shape
+        if data.shape[1:] == want[1:] and data.shape[0] == 1 and want[0] > 1:
+            data = data.repeat(want[0], axis=0)  # one data field for every signal of the batch
+        if data.shape != want:
+            raise PdeError(f"--input {name}={path} has shape {data.shape} (batch, channels, space), "
+                           f"the initial value {want}", None, Source("", path),
+                           "the same grid and channels as the initial value")
+        _check_representable(data, dtype, path)
+        out.append(torch.as_tensor(data, dtype=torch.float64).to(device=u0.device, dtype=dtype))
+    return out
+
+
+def _with_inputs(net, data: tuple, chunkable: bool):
+    """``net`` with its input fields fixed, so that every chunk of a run gets the same fields
+    (the run's data, not the chunk's starting state) -- ``forward(u)`` / ``forward(u, steps)``."""
+
+    class WithInputs:
+        def __init__(self) -> None:
+            self.net, self.steps = net, getattr(net, "steps", None)
+
+        def __call__(self, u, **kw):
+            return self.forward(u, **kw)
+
+    if chunkable:
+        def forward(self, u, steps=None):
+            return self.net(u, *data) if steps is None else self.net(u, *data, steps=steps)
+    else:
+        def forward(self, u):
+            return self.net(u, *data)
+    WithInputs.forward = forward
+    return WithInputs()
 
 
 def _scale_notice(prog: Program, net, u0, where: str) -> Optional[str]:
@@ -381,13 +476,17 @@ def _output_path(path: Optional[str], option: str) -> None:
                        "a path inside an existing directory")
 
 
-def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
+def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequence = ()):
     """Runs the network; a network whose ``forward`` takes ``steps`` (time steps / cycles, each
     block independent of its index) runs in chunks so that progress (:class:`tracking.Progress`:
     a tqdm bar on a terminal, else a line at most every 10 s) and the plotted states can be shown
     -- the same blocks in the same order, so the result is identical.  Returns the output, the
-    times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``."""
+    times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``.
+    ``data``: the spec's input fields, passed to every call (``net(u, f)``)."""
     from . import tracking
+
+    if data:
+        net = _with_inputs(net, tuple(data), tracking.chunkable(net))
 
     def first(u):
         x = u.detach().cpu().double().numpy()
@@ -648,9 +747,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "--movie evolution.gif", formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("file")
     _add_spec_options(c)
-    c.add_argument("--input", help=".npy array ((N,) or (B, N); 2D: (H, W), (B, H, W), ... see "
+    c.add_argument("--input", action="append", metavar="FILE | NAME=FILE",
+                   help=".npy array ((N,) or (B, N); 2D: (H, W), (B, H, W), ... see "
                    "--layout) or, for 2D, a PNG or TIFF image (values kept as they are, e.g. 0..255; "
-                   "colour: each channel diffused separately); default: bundled test signal / image")
+                   "colour: each channel diffused separately); default: bundled test signal / image. "
+                   "NAME=FILE (repeatable) gives the spec's input field NAME (e.g. the data f of a "
+                   "term alpha * (f - u)); default: the initial value")
     c.add_argument("--layout", help="axes of the --input .npy: letters B (batch), C (channels), N "
                    "(1D) or H, W (2D), e.g. BHW, HWC, CHW; needed when the shape is ambiguous")
     c.add_argument("--output", help=".npy file for the result (the input's layout and dtype), or for "

@@ -404,3 +404,59 @@ def test_source_builds_the_same_reaction(tmp_path):
     live = R.torch_reaction(rx, c)
     assert torch.equal(mod.REACTION(u, f), live(u, f))
     assert mod.REACTION.linear() == live.linear()
+
+
+# ------------------------------------------------------------------------------- command line
+def _prog(path):
+    """Only what the --input options read: the parsed spec (the rest is the lead's plumbing)."""
+    from types import SimpleNamespace
+
+    from pde2net import parse
+
+    return SimpleNamespace(spec=parse.parse(path.read_text()))
+
+
+def test_input_options_name_the_data_field(examples_dir):
+    from pde2net.cli import _input_options
+
+    prog = _prog(examples_dir / "tv_denoise.pde")
+    assert _input_options([], prog) == (None, {})
+    assert _input_options(["a.npy", "f=b.png"], prog) == ("a.npy", {"f": "b.png"})
+    assert _input_options(["u=a.npy"], prog) == ("a.npy", {})  # the field's own name
+    with pytest.raises(PdeError) as err:
+        _input_options(["ff=b.npy"], prog)
+    assert "did you mean 'f'" in err.value.message and "f, u" in err.value.expected
+    for bad in (["f=a.npy", "f=b.npy"], ["a.npy", "u=b.npy"]):
+        with pytest.raises(PdeError):
+            _input_options(bad, prog)
+
+
+def test_unknown_input_name_exits_2(examples_dir, capsys):
+    from pde2net.cli import main
+
+    rc = main(["run", str(examples_dir / "heat.pde"), "--input", "f=nothing.npy"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no input 'f'" in err and "Traceback" not in err
+
+
+def test_every_chunk_gets_the_same_data_field():
+    """The run's f stays the input of every block: a chunked run equals one call."""
+    from pde2net.cli import _with_inputs
+
+    class Net:
+        steps = 4
+
+        def forward(self, u, f, steps=None):
+            for _ in range(steps or self.steps):
+                u = u + 0.5 * (f - u)
+            return u
+
+        __call__ = forward
+
+    f, u0 = torch.ones(3), torch.zeros(3)
+    wrapped = _with_inputs(Net(), (f,), chunkable=True)
+    u = u0
+    for _ in range(4):
+        u = wrapped(u, steps=1)
+    assert torch.equal(u, Net()(u0, f)) and torch.allclose(u, torch.full((3,), 1 - 0.5**4))
