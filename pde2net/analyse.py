@@ -28,21 +28,26 @@ import sympy as sp
 
 from . import parse as ast
 from .errors import PdeError, Pos, Source, did_you_mean
+from .operators import base as _base
 
 if TYPE_CHECKING:  # networkx is imported when a graph is asked for (check prints the tree without it)
     import networkx as nx
 
 # ------------------------------------------------------------------------------ vocabulary
 STATEMENT_WORDS = frozenset(
-    "pde param field diffusivity flux equation grid size boundary stencil scheme".split()
+    "pde param field diffusivity flux equation grid size boundary stencil scheme input tensor "
+    "channels".split()
 )
 MATH_FUNCTIONS: dict[str, tuple[int, Callable[..., sp.Expr]]] = {
     "exp": (1, sp.exp), "log": (1, sp.log), "sqrt": (1, sp.sqrt), "abs": (1, sp.Abs),
     "tanh": (1, sp.tanh), "sin": (1, sp.sin), "cos": (1, sp.cos), "atan": (1, sp.atan),
     "min": (2, sp.Min), "max": (2, sp.Max),
 }
-OPERATOR_WORDS = frozenset({"dt", "grad", "div", "laplace", "norm"})
-_DERIV_RE = re.compile(r"^d(x+|y+)$")
+OPERATOR_WORDS = frozenset({"dt", "grad", "div", "laplace", "norm", "gauss"})
+#: the tensor constructors of ``tensor T = ...`` (docs/language.md, anisotropic diffusion)
+TENSOR_WORDS = ("edge_enhancing", "coherence_enhancing")
+_DERIV_RE = re.compile(r"^d(x+|y+|z+)$")
+MAX_CHANNELS = 64
 
 BOUNDARIES = ("neumann", "periodic", "dirichlet")
 NAMED_STENCILS = ("forward", "backward", "central")
@@ -87,6 +92,7 @@ MAX_DEGREE = 64  # of the flux, after expanding powers: keeps every symbolic ste
 
 # Derivative atoms of the equation.  Undefined functions keep the structure visible.
 DX, DY = sp.Function("dx"), sp.Function("dy")
+DZ, GAUSS = _base.DZ, _base.GAUSS
 GRAD, DIV, NORM, LAPLACE = (sp.Function(n) for n in ("grad", "div", "norm", "laplace"))
 S = sp.Symbol("s", real=True)  # the flux argument; params live in their own namespace below
 
@@ -94,7 +100,7 @@ S = sp.Symbol("s", real=True)  # the flux argument; params live in their own nam
 def is_reserved(name: str) -> bool:
     """Statement words, math functions and derivative operators cannot name things."""
     return (name in STATEMENT_WORDS or name in MATH_FUNCTIONS or name in OPERATOR_WORDS
-            or bool(_DERIV_RE.match(name)))
+            or name in TENSOR_WORDS or bool(_DERIV_RE.match(name)))
 
 
 def param_symbol(name: str) -> sp.Symbol:
@@ -177,6 +183,11 @@ class Model:
     source: Source
     positions: dict[str, Pos] = dc_field(default_factory=dict)
     learned: Optional["LearnedChoice"] = None  # a learned stencil bank (and diffusivity)
+    #: the operator model (docs/theory.md §9-12): set for every version-2 form (sums of terms,
+    #: data and reaction terms, presmoothing, tensors, colour, 3D); None for the scalar model above
+    operator: Optional[_base.OperatorSpec] = None
+    channels: int = 1
+    inputs: tuple[str, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -212,6 +223,8 @@ class _Defs:
     stencil: Optional[ast.StencilStmt] = None
     params: list[ast.ParamStmt] = dc_field(default_factory=list)
     functions: list[ast.FunctionStmt] = dc_field(default_factory=list)
+    inputs: list[ast.InputStmt] = dc_field(default_factory=list)
+    tensors: list[ast.TensorStmt] = dc_field(default_factory=list)
 
 
 _SINGLE = {
@@ -274,6 +287,16 @@ def check_spec(spec: ast.Spec) -> ast.Spec:
         elif isinstance(st, ast.FieldStmt):
             define(st.name, "field")
             _check_dims(st, src)
+            if st.channels is not None:
+                _check_expr(st.channels, src, set(_names(defined, "param")), {}, allow_deriv=False)
+        elif isinstance(st, ast.InputStmt):
+            define(st.name, "input")
+            _check_input(st, defs, src)
+            defs.inputs.append(st)
+        elif isinstance(st, ast.TensorStmt):
+            define(st.name, "tensor")
+            _check_tensor(st, defs, defined, src)
+            defs.tensors.append(st)
         elif isinstance(st, ast.EquationStmt):
             _check_equation(st, defs, defined, src)
     for key in _REQUIRED:
@@ -297,12 +320,68 @@ def _check_name(ident: ast.Ident, src: Source) -> None:
                        "a name that is not a statement word, math function or derivative operator")
 
 
-def _check_dims(st: ast.FieldStmt, src: Source) -> None:
+def _check_dims(st: Union[ast.FieldStmt, ast.InputStmt], src: Source) -> None:
     dims = tuple(d.text for d in st.dims)
-    if dims not in (("x",), ("x", "y")):
-        bad = st.dims[0] if dims[0] != "x" else st.dims[-1]
+    if dims not in (("x",), ("x", "y"), ("x", "y", "z")):
+        bad = next((d for d, want in zip(st.dims, "xyz") if d.text != want), st.dims[-1])
         raise PdeError(f"space variables ({', '.join(dims)}) are not supported", bad.pos, src,
-                       "field NAME(x) or field NAME(x, y)")
+                       "field NAME(x), field NAME(x, y) or field NAME(x, y, z)")
+
+
+def _check_input(st: ast.InputStmt, defs: "_Defs", src: Source) -> None:
+    """``input f(x, y)``: after the field, with the field's space variables."""
+    if defs.field is None:
+        raise PdeError("the input comes before the 'field' statement", st.pos, src,
+                       "'field u(x, y)' on an earlier line")
+    want = tuple(d.text for d in defs.field.dims)
+    if tuple(d.text for d in st.dims) != want:
+        raise PdeError(f"the input '{st.name.text}' must have the field's space variables "
+                       f"({', '.join(want)})", st.pos, src, f"input {st.name.text}({', '.join(want)})")
+
+
+_TENSOR_EXAMPLES = ("tensor T = edge_enhancing(g, grad(gauss(u, sigma)))",
+                    "tensor T = coherence_enhancing(gauss(u, sigma), rho, alpha, C)",
+                    "tensor T = [[a, b], [b, c]]")
+
+
+def _check_tensor(st: ast.TensorStmt, defs: "_Defs", defined, src: Source) -> None:
+    """``tensor T = edge_enhancing(g, v) | coherence_enhancing(w, rho, alpha, C) | [[a, b], [b, c]]``
+    after the field, in 2D; every expression over params and the field (derivatives allowed)."""
+    expected = " or ".join(f"'{e}'" for e in _TENSOR_EXAMPLES)
+    if defs.field is None:
+        raise PdeError("the tensor comes before the 'field' statement", st.pos, src,
+                       "'field u(x, y)' on an earlier line")
+    if len(defs.field.dims) != 2:
+        raise PdeError("diffusion tensors need a 2D field", st.pos, src, "field u(x, y)")
+    names = set(_names(defined, "param")) | {defs.field.name.text}
+    funcs = {f.name.text: f for f in defs.functions}
+    v = st.value
+    if isinstance(v, ast.Matrix):
+        if len(v.rows) != 2 or any(len(r) != 2 for r in v.rows):
+            raise PdeError("a diffusion tensor is a symmetric 2 x 2 matrix", v.pos, src, "[[a, b], [b, c]]")
+        for row in v.rows:
+            for e in row:
+                _check_expr(e, src, names, funcs, allow_deriv=True, ndim=2)
+        return
+    if not (isinstance(v, ast.Call) and v.func in TENSOR_WORDS):
+        raise PdeError("unknown tensor", getattr(v, "pos", st.pos), src, expected)
+    if v.func == "edge_enhancing":
+        if len(v.args) != 2 or not isinstance(v.args[0], ast.Name):
+            raise PdeError("edge_enhancing takes a diffusivity's name and a vector", v.pos, src,
+                           _TENSOR_EXAMPLES[0])
+        g = v.args[0]
+        if g.id not in funcs or funcs[g.id].kind != "diffusivity" or \
+                isinstance(funcs[g.id].body, ast.LearnedBody):
+            raise PdeError(f"'{g.id}' is not a diffusivity defined before", g.pos, src,
+                           "a line 'diffusivity g(s2) = ...' before the tensor")
+        _check_expr(v.args[1], src, names, funcs, allow_deriv=True, ndim=2)
+        return
+    if len(v.args) != 4:
+        raise PdeError(f"coherence_enhancing takes 4 arguments, got {len(v.args)}", v.pos, src,
+                       _TENSOR_EXAMPLES[1])
+    _check_expr(v.args[0], src, names, funcs, allow_deriv=True, ndim=2)
+    for a in v.args[1:]:
+        _check_expr(a, src, set(_names(defined, "param")), {}, allow_deriv=False)
 
 
 def _check_equation(st: ast.EquationStmt, defs: _Defs, defined, src: Source) -> None:
@@ -316,7 +395,8 @@ def _check_equation(st: ast.EquationStmt, defs: _Defs, defined, src: Source) -> 
         raise PdeError(f"dt({st.lhs_field.text}) is not the field '{defs.field.name.text}'",
                        st.lhs_field.pos, src, f"dt({defs.field.name.text})")
     funcs = {f.name.text: f for f in defs.functions}
-    _check_expr(st.rhs, src, set(_names(defined, "param")) | {defs.field.name.text}, funcs,
+    names = set(_names(defined, "param")) | set(_names(defined, "input")) | set(_names(defined, "tensor"))
+    _check_expr(st.rhs, src, names | {defs.field.name.text}, funcs,
                 allow_deriv=True, ndim=len(defs.field.dims))
 
 
@@ -336,12 +416,26 @@ def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.
     if isinstance(e, ast.Neg):
         _check_expr(e.operand, src, names, funcs, allow_deriv, ndim)
         return
+    if isinstance(e, ast.Matrix):
+        raise PdeError("a matrix is allowed only as a tensor's value", e.pos, src,
+                       "tensor T = [[a, b], [b, c]]")
     assert isinstance(e, ast.Call)
     f = e.func
     if f in MATH_FUNCTIONS:
         want = MATH_FUNCTIONS[f][0]
     elif f in funcs:
         want = 1
+    elif f in TENSOR_WORDS:
+        raise PdeError(f"'{f}(...)' defines a tensor", e.pos, src, _TENSOR_EXAMPLES[0])
+    elif f == "gauss":
+        if not allow_deriv:
+            raise PdeError("gauss(...) outside the equation or a tensor", e.pos, src,
+                           "gauss(u, sigma) inside a diffusivity's argument")
+        if len(e.args) != 2:
+            raise PdeError(f"'gauss' takes 2 arguments, got {len(e.args)}", e.pos, src, "gauss(u, sigma)")
+        _check_expr(e.args[0], src, names, funcs, allow_deriv, ndim)
+        _check_expr(e.args[1], src, names, funcs, False, ndim)
+        return
     elif _DERIV_RE.match(f) or f in ("grad", "div", "laplace", "norm", "dt"):
         if f == "dt":
             raise PdeError("dt(...) may appear only on the left side", e.pos, src,
@@ -352,9 +446,12 @@ def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.
         if ndim == 1 and (f.startswith("dy") or f in ("grad", "div", "laplace", "norm")):
             raise PdeError(f"'{f}' needs a 2D field", e.pos, src,
                            "dx, dxx, ... for a field u(x); or declare field u(x, y)")
+        if ndim < 3 and f.startswith("dz"):
+            raise PdeError(f"'{f}' needs a 3D field", e.pos, src, "field u(x, y, z)")
         want = 1
     else:
-        derivs = {"dx", "dxx"} | ({"dy", "dyy", "grad", "div", "laplace", "norm"} if ndim == 2 else set())
+        derivs = {"dx", "dxx"} | ({"dy", "dyy", "grad", "div", "laplace", "norm", "gauss"} if ndim >= 2
+                                  else set()) | ({"dz", "dzz"} if ndim == 3 else set())
         known = set(MATH_FUNCTIONS) | set(funcs) | (derivs if allow_deriv else set())
         raise PdeError(f"unknown function '{f}'", e.pos, src, did_you_mean(f, known))
     if len(e.args) != want:
@@ -405,13 +502,13 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
     if defs.boundary:
         _check_boundary(defs.boundary, defs.field.dims, src)
     learned = _check_learned_stencil(defs, params, src)
-    named = defs.stencil and defs.stencil.kind and not learned
-    if named and defs.stencil.kind.text not in NAMED_STENCILS:
+    named = defs.stencil and defs.stencil.kind and not learned and defs.stencil.bindings is None
+    if named and defs.stencil.kind.text not in NAMED_STENCILS + (ANISOTROPIC,):
         k = defs.stencil.kind
         raise PdeError(f"unknown stencil '{k.text}'", k.pos, src,
                        did_you_mean(k.text, NAMED_STENCILS) + " or a weight list '[w0, ...] @ OFFSET'")
-    for stmt, allowed in ((defs.grid, ("h",) if ndim == 1 else ("h", "hx", "hy")),
-                          (defs.size, ("N",) if ndim == 1 else ("NX", "NY"))):
+    for stmt, allowed in ((defs.grid, ("h",) if ndim == 1 else ("h", "hx", "hy", "hz")[:ndim + 1]),
+                          (defs.size, ("N",) if ndim == 1 else ("NX", "NY", "NZ")[:ndim])):
         if stmt is None:
             continue
         seen: set[str] = set()
@@ -425,8 +522,10 @@ def _check_settings(defs: _Defs, defined, src: Source) -> None:
             _check_expr(b.value, src, params, {}, allow_deriv=False)
         if "h" in seen and len(seen) > 1:
             raise PdeError("give either h or hx and hy", stmt.pos, src, "grid h = 1 or grid hx = 1, hy = 1")
-    if defs.size is not None and ndim == 2 and len(defs.size.bindings) != 2:
-        raise PdeError("a 2D size needs NX and NY", defs.size.pos, src, "size NX = 64, NY = 64")
+    if defs.size is not None and ndim >= 2 and len(defs.size.bindings) != ndim:
+        want = ", ".join(f"N{a} = 64" for a in "XYZ"[:ndim])
+        raise PdeError(f"a {ndim}D size needs {' and '.join('N' + a for a in 'XYZ'[:ndim])}",
+                       defs.size.pos, src, f"size {want}")
     if defs.stencil and defs.stencil.kind is None:
         for w in defs.stencil.weights + (defs.stencil.offset,):
             _check_expr(w, src, params, {}, allow_deriv=False)
@@ -500,11 +599,16 @@ def _check_learned_stencil(defs: "_Defs", params: set[str], src: Source) -> bool
     stencil, are refused here."""
     st = defs.stencil
     learned_g = [f for f in defs.functions if isinstance(f.body, ast.LearnedBody)]
+    if st is not None and st.kind is not None and st.bindings is not None and \
+            st.kind.text == ANISOTROPIC:
+        _check_anisotropic_stencil(st, params, src)
+        return False
     if st is not None and st.kind is not None and st.bindings is not None:
         if st.kind.text != LEARNED:
             raise PdeError(f"stencil '{st.kind.text}' takes no settings", st.kind.pos, src,
-                           did_you_mean(st.kind.text, [LEARNED, *NAMED_STENCILS])
-                           + " (settings only for 'stencil learned(size = 3, filters = 8)')")
+                           did_you_mean(st.kind.text, [LEARNED, ANISOTROPIC, *NAMED_STENCILS])
+                           + " (settings only for 'stencil learned(size = 3, filters = 8)' and "
+                           "'stencil anisotropic(delta = 0.5)')")
         _check_learned_bindings(st.kind, st.bindings, LEARNED_STENCIL_KEYS,
                                 "stencil learned(size = 3, filters = 8)", params, src)
         if len(learned_g) > 1:
@@ -519,6 +623,22 @@ def _check_learned_stencil(defs: "_Defs", params: set[str], src: Source) -> bool
                        f"stencil bank", learned_g[0].body.pos, src,
                        "a line 'stencil learned(size = 3, filters = 8)' (and 'boundary dirichlet')")
     return False
+
+
+ANISOTROPIC = "anisotropic"
+
+
+def _check_anisotropic_stencil(st: ast.StencilStmt, params: set[str], src: Source) -> None:
+    """``stencil anisotropic(delta = EXPR)``: the directional-splitting parameter only."""
+    seen: set[str] = set()
+    for b in st.bindings:
+        if b.name.text != "delta":
+            raise PdeError(f"'{b.name.text}' is not a setting of anisotropic(...)", b.name.pos, src,
+                           "stencil anisotropic(delta = 0.5)")
+        if b.name.text in seen:
+            raise PdeError("'delta' is given twice", b.name.pos, src, "each setting once")
+        seen.add(b.name.text)
+        _check_expr(b.value, src, params, {}, allow_deriv=False)
 
 
 def _check_learned_scheme(defs: "_Defs", src: Source) -> None:
@@ -624,9 +744,11 @@ class _Builder:
         if f in self.funcs:
             arg_sym, body = self.funcs[f]
             return body.xreplace({arg_sym: args[0]})
+        if f == "gauss":
+            return GAUSS(args[0], args[1])
         m = _DERIV_RE.match(f)
         if m:
-            op = DX if m.group(1)[0] == "x" else DY
+            op = {"x": DX, "y": DY, "z": DZ}[m.group(1)[0]]
             return op(args[0], sp.Integer(len(m.group(1))))
         return {"grad": GRAD, "div": DIV, "laplace": LAPLACE, "norm": NORM}[f](args[0])
 
@@ -834,16 +956,18 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     fld: ast.FieldStmt = st[ast.FieldStmt]
     eq: ast.EquationStmt = st[ast.EquationStmt]
     u = sp.Symbol(f"{fld.name.text}'field", real=True)
-    rhs = _Builder(src, {**scope, fld.name.text: u}, funcs, u)(eq.rhs)
+    inputs = {i.name.text: sp.Symbol(f"{i.name.text}'input", real=True)
+              for i in spec.statements if isinstance(i, ast.InputStmt)}
+    tensor_syms = {t.name.text: sp.Symbol(f"{t.name.text}'tensor")
+                   for t in spec.statements if isinstance(t, ast.TensorStmt)}
+    field_scope = {**scope, fld.name.text: u}
+    rhs = _Builder(src, {**field_scope, **inputs, **tensor_syms}, funcs, u)(eq.rhs)
     dims = tuple(d.text for d in fld.dims)
     positions["equation"] = eq.rhs.pos
     positions["field"] = fld.pos
     subs = {symbols[k]: v for k, v in values.items()}
-    form = (_recognise_1d if len(dims) == 1 else _recognise_2d)(rhs, u, subs, eq, src)
-    _check_degree(form.flux, eq, src)
-    _check_real(form.flux.xreplace(subs), eq, src)
-    flux = form.flux
-    diffusivity = _diffusivity_name(eq.rhs, kinds)
+    channels = 1 if fld.channels is None else \
+        _positive_int(fld.channels, src, values, "channels", MAX_CHANNELS)
 
     grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
     size = _size(st.get(ast.SizeStmt), src, values, len(dims))
@@ -851,6 +975,18 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     learned = _learned_choice(spec, src, values)
     stencil = _stencil(st.get(ast.StencilStmt), src, values) if learned is None else \
         StencilChoice(LEARNED, pos=learned.pos)
+    ctx = _base.Context(
+        u=u, dims=dims, channels=channels, grid=grid,
+        boundaries=(boundary,) * len(dims) if isinstance(boundary, str) else boundary,
+        params=values, param_symbols=symbols, inputs=inputs,
+        tensors={tensor_syms[t.name.text]: _tensor_def(t, src, field_scope, funcs)
+                 for t in spec.statements if isinstance(t, ast.TensorStmt)},
+        stencil=stencil, source=src, pos=eq.rhs.pos,
+        settings={"delta": stencil.weights[0] if stencil.kind == ANISOTROPIC and stencil.weights
+                  else None})
+    form, operator = _recognise(rhs, u, subs, eq, src, ctx, learned is not None)
+    flux = form.flux
+    diffusivity = _diffusivity_name(eq.rhs, kinds)
     if learned is not None and learned.diffusivity is not None and not form.flux.has(LEARNED_G):
         raise PdeError(f"the learned diffusivity '{learned.diffusivity}' is not used in the "
                        f"equation", eq.rhs.pos, src, f"an equation that calls {learned.diffusivity}(...)")
@@ -867,7 +1003,60 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
         linear=form.linear, factor=form.factor, rhs=rhs, equation_text=unparse(eq.rhs),
         grid=grid, size=size, boundary=boundary, stencil=stencil, scheme=sch.kind.text,
         settings=settings, source=src, positions=positions, learned=learned,
+        operator=operator, channels=channels, inputs=tuple(inputs),
     )
+
+
+#: the operator model's recogniser (``Context``, right side) -> OperatorSpec, registered by
+#: :mod:`pde2net.operators.registry` (analyse does not import the families: they import the
+#: stages below them, which import analyse)
+_OPERATOR_MODEL: list[Callable[[sp.Expr, "_base.Context"], "_base.OperatorSpec"]] = []
+
+
+def register_operator_model(recognise: Callable[[sp.Expr, "_base.Context"], "_base.OperatorSpec"]) -> None:
+    """Installs the operator model's recogniser (once)."""
+    _OPERATOR_MODEL[:] = [recognise]
+
+
+def _needs_operator_model(rhs: sp.Expr, ctx: "_base.Context") -> bool:
+    """Version-2 forms (docs/language.md): anything the scalar model cannot express."""
+    return (ctx.ndim == 3 or ctx.channels > 1 or bool(ctx.inputs) or bool(ctx.tensors)
+            or rhs.is_Add or rhs.has(GAUSS) or ctx.stencil.kind == ANISOTROPIC
+            or any(a.func is LAPLACE and a.args[0] != ctx.u for a in rhs.atoms(sp.Function)))
+
+
+def _recognise(rhs: sp.Expr, u: sp.Symbol, subs: dict, eq: ast.EquationStmt, src: Source,
+               ctx: "_base.Context", learned: bool) -> tuple["_Form", Optional["_base.OperatorSpec"]]:
+    """The scalar model's normal form, or (for version-2 forms) the operator model's spec.  A
+    right side the scalar recogniser refuses is offered to the operator model; if that refuses
+    too, the scalar model's message stands (it names the accepted forms)."""
+    if not learned and _OPERATOR_MODEL and _needs_operator_model(rhs, ctx):
+        return _Form(1, sp.nan, False, sp.Integer(1)), _OPERATOR_MODEL[0](rhs, ctx)
+    try:
+        form = (_recognise_1d if ctx.ndim == 1 else _recognise_2d)(rhs, u, subs, eq, src)
+    except PdeError as scalar_error:
+        if learned or not _OPERATOR_MODEL:
+            raise
+        try:
+            return _Form(1, sp.nan, False, sp.Integer(1)), _OPERATOR_MODEL[0](rhs, ctx)
+        except PdeError:
+            raise scalar_error from None
+    _check_degree(form.flux, eq, src)
+    _check_real(form.flux.xreplace(subs), eq, src)
+    return form, None
+
+
+def _tensor_def(st: ast.TensorStmt, src: Source, scope: dict, funcs: dict) -> "_base.TensorDef":
+    """A ``tensor`` statement as sympy values (checked by :func:`_check_tensor`)."""
+    build = _Builder(src, scope, funcs)
+    v = st.value
+    if isinstance(v, ast.Matrix):
+        return _base.TensorDef(st.name.text, "matrix", tuple(tuple(build(e) for e in row) for row in v.rows),
+                               st.pos)
+    if v.func == "edge_enhancing":
+        arg, body = funcs[v.args[0].id]
+        return _base.TensorDef(st.name.text, "edge_enhancing", (arg, body, build(v.args[1])), st.pos)
+    return _base.TensorDef(st.name.text, "coherence_enhancing", tuple(build(a) for a in v.args), st.pos)
 
 
 def _diffusivity_name(e: ast.Expr, kinds: dict[str, str]) -> Optional[str]:
@@ -1038,10 +1227,12 @@ def _grid(stmt: Optional[ast.GridStmt], src, values, ndim: int) -> tuple[sp.Expr
     if ndim == 1:
         return (got["h"],)
     if "h" in got:
-        return (got["h"], got["h"])
-    if len(got) != 2:
-        raise PdeError("a 2D grid needs hx and hy (or h)", stmt.pos, src, "grid hx = 1, hy = 1")
-    return (got["hx"], got["hy"])
+        return (got["h"],) * ndim
+    keys = ("hx", "hy", "hz")[:ndim]
+    if len(got) != ndim:
+        raise PdeError(f"a {ndim}D grid needs {' and '.join(keys)} (or h)", stmt.pos, src,
+                       "grid " + ", ".join(f"{k} = 1" for k in keys))
+    return tuple(got[k] for k in keys)
 
 
 def _size(stmt: Optional[ast.SizeStmt], src, values, ndim: int) -> Optional[tuple[int, ...]]:
@@ -1049,7 +1240,7 @@ def _size(stmt: Optional[ast.SizeStmt], src, values, ndim: int) -> Optional[tupl
         return None
     got = {b.name.text: _positive_int(b.value, src, values, f"size {b.name.text}", MAX_POINTS)
            for b in stmt.bindings}
-    size = (got["N"],) if ndim == 1 else (got["NX"], got["NY"])
+    size = (got["N"],) if ndim == 1 else tuple(got[k] for k in ("NX", "NY", "NZ")[:ndim])
     if math.prod(size) > MAX_POINTS:
         raise PdeError(f"grid of {math.prod(size)} points is too large", stmt.pos, src,
                        f"at most {MAX_POINTS} points")
@@ -1059,6 +1250,9 @@ def _size(stmt: Optional[ast.SizeStmt], src, values, ndim: int) -> Optional[tupl
 def _stencil(stmt: Optional[ast.StencilStmt], src, values) -> StencilChoice:
     if stmt is None:
         return StencilChoice("forward")
+    if stmt.kind is not None and stmt.kind.text == ANISOTROPIC:
+        delta = tuple(_constant(b.value, src, values, "delta") for b in stmt.bindings or ())
+        return StencilChoice(ANISOTROPIC, delta, pos=stmt.pos)
     if stmt.kind is not None:
         return StencilChoice(stmt.kind.text, pos=stmt.pos)
     weights = tuple(_constant(w, src, values, "stencil weight") for w in stmt.weights)

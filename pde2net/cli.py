@@ -91,11 +91,45 @@ def _boundary_words(a) -> str:
     return f"{boundary_text(a.stencils)} boundary ({meaning}, (H, W) -> (2, {shape}))"
 
 
+def operator_check_text(prog: Program) -> str:
+    """The human-readable report of an operator model: its terms, each term's proven bound,
+    the reaction part, the hypotheses and the verdict (docs/theory.md §9-12)."""
+    m, a, r = prog.model, prog.arch, prog.stability
+    spec = a.operator
+    ctx = spec.context
+    shape = f"{m.ndim}D" + (f", {ctx.channels} channels" if ctx.channels > 1 else "")
+    lines = [
+        f"{m.name}: operator model u_t = -sum_i D_i^T G_i(u) D_i u + r(u) ({shape})",
+        f"  equation   dt({m.field}) = {m.equation_text}",
+    ]
+    for t, b in zip(spec.terms, r.extra.get("term_bounds", [])):
+        lines.append(f"  term       {t.describe()}")
+        lines.append(f"             lambda_max <= {b if b is not None else 'none (no proven bound)'}")
+    if not spec.reaction.empty:
+        lines.append(f"  reaction   r = {spec.reaction.text}")
+    lines += [
+        f"  boundary   {', '.join(f'{d}: {k}' for d, k in zip(m.dims, ctx.boundaries))}",
+        f"  scheme     {m.scheme}: " + ", ".join(f"{k} = {v.value}" for k, v in m.settings.items()),
+        "",
+        "stability",
+        f"  lambda_max(A) <=     {r.exact.get('lambda_max_bound', 'none')}",
+        f"  tau_max              {_num(r.tau_max)}" + (f"   (exact: {r.exact['tau_max']})" if "tau_max" in r.exact else ""),
+        f"  tau                  {_num(r.tau)}",
+    ]
+    for h in r.hypotheses:
+        mark = {True: "yes", False: "NO", None: "unknown"}[h["holds"]]
+        lines.append(f"  {h['name']:<22} {mark:<8} {h['detail']}")
+    lines += ["", f"verdict: {r.verdict.upper()} ({r.guarantee}; {r.statement})", f"  {r.reason}"]
+    return "\n".join(lines)
+
+
 def check_text(prog: Program) -> str:
     """The human-readable report: structure, network, bound, verdict."""
     from .codegen import describe_network
     from .scheme_stability import bound_note, scheme_facts
 
+    if prog.operator:
+        return operator_check_text(prog)
     m, a, r = prog.model, prog.arch, prog.stability
     st = a.stencils[0]
     lines = [
@@ -179,13 +213,22 @@ def _run_input(args: argparse.Namespace, prog: Program):
     signal / image of the spec's size."""
     import numpy as np
 
-    from .fieldio import DEFAULT_IMAGE, FieldData, read_field, test_image
+    from .fieldio import (DEFAULT_IMAGE, FieldData, read_field, test_colour_image, test_image,
+                          test_volume)
 
     if args.input:
         return read_field(args.input, prog, args.layout)
     if args.layout:
         raise PdeError("--layout describes an --input file, and none was given", None,
                        Source("", "--layout"), "--input FILE.npy --layout ...")
+    channels = prog.model.channels
+    if len(prog.arch.dims) == 3:
+        vol = test_volume(tuple(reversed(prog.arch.size)) if prog.arch.size else (16, 16, 16))
+        return FieldData(np.repeat(vol[None, None], channels, axis=1), "DHW" if channels == 1 else "CDHW")
+    if len(prog.arch.dims) == 2 and channels > 1:
+        img = test_colour_image(tuple(reversed(prog.arch.size)) if prog.arch.size else DEFAULT_IMAGE,
+                                channels)
+        return FieldData(img[None], "CHW")
     if len(prog.arch.dims) == 2:
         img = test_image(tuple(reversed(prog.arch.size)) if prog.arch.size else DEFAULT_IMAGE)
         return FieldData(img[None, None], "HW")
@@ -217,13 +260,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not report.stable:
         print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
     field = _run_input(args, prog)
-    for note in field.notes():
+    for note in field.notes(prog.model.channels):
         print(f"note: {note}", file=sys.stderr)
     import torch
 
     dtype = _torch_dtype(args.dtype)
     device = _device(args.device)
-    data = field.batch()
+    data = field.for_spec(prog.model.channels, args.input or "the bundled test input")
     _check_representable(data, dtype, args.input or "the bundled test input")
     net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
@@ -254,11 +297,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import plot_evolution
 
-        plot_evolution(args.plot, times, states, len(prog.arch.dims), title, prog.arch.order)
+        plot_evolution(args.plot, times, states, min(len(prog.arch.dims), 2), title, prog.arch.order)
     if args.movie:
         from .plot import write_movie
 
-        write_movie(args.movie, times, states, len(prog.arch.dims), title)
+        write_movie(args.movie, times, states, min(len(prog.arch.dims), 2), title)
     n0 = float(np.linalg.norm(u0.detach().cpu().to(torch.float64).numpy()))
     n1 = float(np.linalg.norm(out64))
     print(f"{prog.name}: {steps} steps on shape {tuple(out.shape[2:])} x {out.shape[0] * out.shape[1]} "
@@ -490,7 +533,8 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequ
 
     def first(u):
         x = u.detach().cpu().double().numpy()
-        return x.reshape(-1, *x.shape[-len(prog.arch.dims):])[0]
+        x = x.reshape(-1, *x.shape[-len(prog.arch.dims):])[0]
+        return x[x.shape[0] // 2] if x.ndim == 3 else x  # a volume: its middle slice
 
     per_block = tracking.time_per_block(prog.arch)
     if not (isinstance(steps, int) and steps > 0 and tracking.chunkable(net)):
@@ -695,6 +739,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
     if prog.learned:
         raise PdeError("graph: the layer graph of a learned filter bank is not drawn yet", None,
                        Source("", args.file), "print(prog.module(trainable=True)) for its layers")
+    if prog.operator:
+        raise PdeError("graph: the layer graph of an operator model (sums, reactions, tensors, "
+                       "colour, 3D) is not drawn yet", None, Source("", args.file),
+                       "print(prog.module()) for its layers, or pde2net check for its terms")
     g = architecture_graph(prog.arch)
     if not args.output:
         sys.stdout.write(to_dot(g))

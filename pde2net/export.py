@@ -69,6 +69,10 @@ def example_shape(prog: "Program", shape: Optional[tuple[int, ...]] = None) -> t
     if shape:
         return tuple(shape)
     size = prog.arch.size
+    if prog.arch.operator is not None:  # (1, [C,] *space), x last
+        space = tuple(reversed(size)) if size else (16,) * len(prog.arch.dims)
+        channels = prog.arch.operator.context.channels
+        return (1,) + ((channels,) if channels > 1 else ()) + space
     if len(prog.arch.dims) == 2:
         return (1, size[1], size[0]) if size else DEFAULT_2D
     return (1, size[0]) if size else DEFAULT_1D

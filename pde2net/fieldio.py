@@ -48,10 +48,24 @@ class FieldData:
         """``(B * C, *space)``: every channel of every sample as one field of a scalar spec."""
         return self.data.reshape(-1, *self.data.shape[2:])
 
-    def notes(self) -> list[str]:
+    def for_spec(self, channels: int, where: str) -> np.ndarray:
+        """The network's input: ``(B, C, *space)`` for a spec with ``channels`` > 1 (the file
+        must hold exactly that many channels), else :meth:`batch`."""
+        if channels == 1:
+            return self.batch()
+        if self.channels != channels:
+            raise PdeError(f"the spec's field has {channels} channels, the input {self.channels}",
+                           None, Source("", where), f"an input with {channels} channels (e.g. an RGB "
+                           f"image, or --layout with C for an .npy array)")
+        return self.data
+
+    def notes(self, channels: int = 1) -> list[str]:
         """What the user is told about the input: the image's range, the channels."""
         out = [f"read {describe(self.picture)}"] if self.picture is not None else []
-        if self.channels > 1:
+        if self.channels > 1 and channels == self.channels:
+            out.append(f"{self.channels} channels, diffused jointly (the spec's field has "
+                       f"{channels} channels)")
+        elif self.channels > 1:
             out.append(f"{self.channels} channels, each diffused separately: the spec's field is scalar "
                        f"(a joint colour diffusivity needs a colour spec; see docs/language.md)")
         return out
@@ -113,6 +127,8 @@ def input_min_points(prog: "Program") -> int:
     from .lower import min_points
 
     arch = prog.arch
+    if arch.operator is not None:  # forward differences of two points on every axis
+        return 2
     width = max(st.stencil.size for st in arch.stencils)
     periodic = arch.stencils[0].boundary == "periodic"
     return max(min_points(arch), width if periodic else 1)
@@ -167,3 +183,22 @@ def test_image(shape: tuple[int, int] = DEFAULT_IMAGE, seed: int = 0) -> np.ndar
     img = np.where((x - 0.35) ** 2 + (y - 0.4) ** 2 < 0.2 ** 2, 0.8, img)
     img = np.where((abs(x - 0.72) < 0.15) & (abs(y - 0.7) < 0.15), 0.55, img)
     return img + 0.05 * np.random.default_rng(seed).standard_normal(img.shape)
+
+
+def test_volume(shape: tuple[int, int, int] = (16, 16, 16), seed: int = 0) -> np.ndarray:
+    """The bundled 3D test volume, shape (D, H, W): a bright ball on a dark ramp in [0.1, 0.9]
+    plus 5% seeded Gaussian noise."""
+    D, H, W = shape
+    z, y, x = np.mgrid[0:D, 0:H, 0:W] / np.array([max(n - 1, 1) for n in shape])[:, None, None, None]
+    vol = 0.1 + 0.2 * x
+    vol = np.where((x - 0.5) ** 2 + (y - 0.45) ** 2 + (z - 0.55) ** 2 < 0.3 ** 2, 0.8, vol)
+    return vol + 0.05 * np.random.default_rng(seed).standard_normal(vol.shape)
+
+
+def test_colour_image(shape: tuple[int, int] = DEFAULT_IMAGE, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """The bundled colour test image, shape (C, H, W): the grey test image tinted per channel
+    (channel c scaled by 1 - 0.25 c / C), each channel with its own noise."""
+    base = test_image(shape, seed)
+    rng = np.random.default_rng(seed + 1)
+    return np.stack([base * (1 - 0.25 * c / channels) + 0.03 * rng.standard_normal(base.shape)
+                     for c in range(channels)])

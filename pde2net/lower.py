@@ -20,6 +20,7 @@ import sympy as sp
 
 from . import exprs
 from .analyse import S, Model, python_name, show
+from .operators.base import OperatorSpec
 from .stencils import Stencil, make_stencil
 
 
@@ -187,6 +188,8 @@ class Architecture:
     scheme: Scheme
     equation_text: str
     size: Optional[tuple[int, ...]]
+    #: the operator model's terms and reaction (docs/theory.md §9-12); None for the scalar model
+    operator: Optional[OperatorSpec] = None
 
     def with_steps(self, steps: int) -> "Architecture":
         """The same network with a different number of time steps (``run --steps``)."""
@@ -635,10 +638,41 @@ def lower_learned(model: Model) -> Architecture:
         stencils=(), flux=flux, scheme=scheme, equation_text=model.equation_text, size=model.size)
 
 
+def lower_operator(model: Model) -> Architecture:
+    """The operator model's architecture: its terms stay as recognised (each family lowers its
+    own term when the network is built); the scheme is checked against what the operator
+    networks build (docs/theory.md §3-5, §11)."""
+    spec = model.operator
+    kind = model.scheme
+    reaction = not spec.reaction.empty
+    if kind == "multigrid":
+        raise model.error("the multigrid U-net is built for linear scalar diffusion only", "scheme",
+                          "scheme explicit, fed, fsi or implicit(solver = cg)")
+    if kind in ("fed", "fsi") and reaction:
+        raise model.error(f"the {kind} scheme's guarantee is for a pure diffusion operator, and this "
+                          f"equation has a reaction part ({spec.reaction.text})", "scheme",
+                          "scheme explicit(...) or implicit(solver = cg, ...)")
+    if kind == "implicit" and model.setting("solver") != "cg":
+        raise model.error(f"the operator model's implicit steps are solved by CG, not "
+                          f"{model.setting('solver')}", "solver", "solver = cg")
+    if kind == "implicit" and spec.reaction.nonlinear is not None:
+        raise model.error("an implicit step needs a linear reaction part (the nonlinear "
+                          f"{spec.reaction.text} has none)", "scheme", "scheme explicit(...)")
+    scheme = (lower_scheme(model) if kind != "implicit" else
+              Implicit(model.setting("tau"), int(model.setting("steps")), "cg",
+                       int(model.setting("iterations")), sp.Integer(1)))
+    return Architecture(
+        name=model.name, class_name=class_name(model.name), dims=model.dims, order=1,
+        stencils=(), flux=None, scheme=scheme, equation_text=model.equation_text,
+        size=model.size, operator=spec)
+
+
 def lower(model: Model) -> Architecture:
     """Model -> Architecture (raises PdeError for what cannot be built yet)."""
     if model.learned is not None:
         return lower_learned(model)
+    if model.operator is not None:
+        return lower_operator(model)
     if model.ndim == 2 and model.order != 1:  # the 2D recogniser only builds m = 1; keep it honest
         raise model.error("2D fields support second-order diffusion only", "field", "field u(x)")
     return Architecture(

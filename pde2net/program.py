@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from . import analyse, codegen, lower, parse, scheme_stability, stability, stepping  # noqa: F401
-# scheme_stability registers the rules of FED, FSI, implicit and multigrid with stability
+# scheme_stability registers the rules of FED, FSI, implicit and multigrid with stability;
+# operators.registry registers the operator model's families with analyse
+from .operators import registry  # noqa: F401
 from .errors import PdeError
 
 if TYPE_CHECKING:  # torch is imported only when a module is built, networkx for .graph
@@ -42,6 +44,11 @@ class Program:
         """Does the spec have a learned stencil bank (``stencil learned(...)``)?"""
         return isinstance(self.arch.scheme, lower.LearnedBank)
 
+    @property
+    def operator(self) -> bool:
+        """Is the spec a version-2 operator model (docs/theory.md §9-12)?"""
+        return self.arch.operator is not None
+
     @cached_property
     def stability(self) -> stability.StabilityReport:
         """The derived stability report (same content as ``pde2net check --json``).  A learned
@@ -50,6 +57,10 @@ class Program:
         checks of the fixed schemes' op trees do not apply."""
         if self.learned:
             return stability.analyse_learned(self.model, self.arch)
+        if self.operator:
+            from .operators import rule
+
+            return rule.analyse(self.model, self.arch)
         return stability.analyse(self.model, self.arch)
 
     @cached_property
@@ -84,6 +95,8 @@ class Program:
             if dtype is not None or device is not None:
                 net = net.to(device=device, dtype=dtype)
             return _compile_whole(net) if compile else net
+        if self.operator:
+            return self._operator_module(arch, backend, dtype, device, compile, trainable)
         doc = LazyDoc(lambda: codegen.docstring(arch, self.stability))
         if trainable:
             from . import trainable as tr  # torch is heavy: only here
@@ -100,16 +113,36 @@ class Program:
             net = compile_steps(net)
         return net
 
+    def _operator_module(self, arch, backend, dtype, device, compile, trainable):
+        """The operator model's network (:mod:`pde2net.operators.live`): the runtime classes that
+        the standalone source inlines, so the two agree bit for bit."""
+        if trainable:
+            raise ValueError("trainable=True is built for the scalar diffusion model; the operator "
+                             "model's networks (sums, reactions, tensors, colour, 3D) are fixed")
+        if backend not in ("fused", "conv"):
+            raise ValueError(f"backend must be 'fused' or 'conv', got {backend!r}")
+        from .operators import live
+
+        net = live.build_module(arch)
+        if dtype is not None or device is not None:
+            net = net.to(device=device, dtype=dtype)
+        if compile:
+            import torch
+
+            net.block = torch.compile(net.block, dynamic=False)
+        return net
+
     def run(self, u0: Any, steps: Optional[int] = None, *, every: int = 1,
             on_step: Optional["tracking.Callback"] = None, net: Optional["torch.nn.Module"] = None,
-            **module_options: Any) -> "torch.Tensor":
+            f: Any = None, **module_options: Any) -> "torch.Tensor":
         """Evolves ``u0`` through the network block by block (a block is one time step, or one
         FED/FSI cycle), calling ``on_step(k, t, u)`` after every ``every`` blocks: ``k`` blocks
         done, ``t`` the evolution time.  A callback returning ``True`` stops early (snapshots,
         progress, early stopping).  The result equals ``net(u0)`` bit for bit when nothing stops.
 
         ``net``: a module built before (else ``self.module(**module_options)``); ``steps``
-        defaults to the scheme's number of blocks.  Gradients are not tracked.
+        defaults to the scheme's number of blocks.  ``f``: the input field of a data term
+        (``input f(x, y)``; default u0).  Gradients are not tracked.
         """
         import torch
 
@@ -126,7 +159,9 @@ class Program:
             with torch.no_grad():
                 return net(u0)
         with torch.no_grad():
-            u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step)
+            data = None if f is None else torch.as_tensor(f, dtype=u0.dtype)
+            u, _ = tracking.run(net, u0, total, tracking.time_per_block(self.arch), every, on_step,
+                                data)
         return u
 
     def with_params(self, params: Mapping[str, Any]) -> "Program":
@@ -144,6 +179,10 @@ class Program:
             if net is None:
                 net = self.module(trainable=True)
             return codegen_learned.emit_source(self.arch, self.stability, net)
+        if self.operator and net is None:
+            from .operators import source
+
+            return source.emit_source(self.arch, self.stability)
         if net is not None:
             raise self.model.error("trained weights apply to a spec with a learned stencil bank "
                                    "('stencil learned(size = 3, filters = 8)')", "stencil",

@@ -25,6 +25,7 @@ import sympy as sp
 from .analyse import AUTO, COUNT_KEY, MAX_STEPS, STEP_KEY, Model, Setting, param_override
 from .errors import PdeError
 from .lower import lower_stencils
+from .operators.base import REACTION_FAMILY
 from .stability import flux_facts
 
 
@@ -62,6 +63,8 @@ def auto_step(model: Model) -> sp.Expr:
         raise model.error(f"{key} = auto: the {model.scheme} scheme has no largest proven step "
                           f"(it is stable for every {key}, or converges only for {key} strictly "
                           f"below a limit)", key, f"an explicit value, e.g. {key} = 1")
+    if model.operator is not None:
+        return _operator_auto_step(model, key)
     facts = flux_facts(model.flux_value)
     if facts.status != "ok":
         raise model.error(f"{key} = auto: no step size is proven stable for this flux "
@@ -75,6 +78,27 @@ def auto_step(model: Model) -> sp.Expr:
         raise model.error(f"{key} = auto: no exact bound on ||D||^2 for this stencil", key,
                           "a named stencil, or an explicit step size")
     bound = 2 / (facts.L * nb)
+    return sp.nsimplify(bound) if bound.is_Float else bound
+
+
+def _operator_auto_step(model: Model, key: str) -> sp.Expr:
+    """``2 / lambda`` with ``lambda = sum`` of the terms' proven bounds on lambda_max (or the
+    reaction family's bound, docs/theory.md §11): what the operator model's report proves."""
+    spec = model.operator
+    bounds = [t.bound(spec.context) for t in spec.terms]
+    bad = [b for b in bounds if b.value is None or not b.proven or b.failure]
+    if bad:
+        raise model.error(f"{key} = auto: no step size is proven stable ({bad[0].reason})", key,
+                          "terms whose weights are proven in [0, L], or an explicit step size")
+    lam = sp.Add(*[b.value for b in bounds])
+    if spec.reaction.empty:
+        bound = 2 / lam
+    else:
+        rb = REACTION_FAMILY[0].bound(spec.reaction, lam, spec.context)
+        if rb.tau_max is None:
+            raise model.error(f"{key} = auto: no step size is proven stable ({rb.reason})", key,
+                              "an explicit step size")
+        bound = rb.tau_max
     return sp.nsimplify(bound) if bound.is_Float else bound
 
 

@@ -33,6 +33,14 @@ def time_per_block(arch: "Architecture") -> float:
     return float(cycle if cycle is not None else getattr(sch, "tau", 0) or 0)
 
 
+def takes_data(net: Any) -> bool:
+    """Whether the network takes an input field f as its second argument (operator model)."""
+    try:
+        return "f" in inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def chunkable(net: Any) -> bool:
     """Whether ``net.forward`` takes ``steps`` (each block independent of its index)."""
     try:
@@ -42,22 +50,34 @@ def chunkable(net: Any) -> bool:
 
 
 def run(net: Any, u0: "torch.Tensor", steps: int, per_block: float, every: int = 1,
-        on_step: Optional[Callback] = None) -> tuple["torch.Tensor", int]:
+        on_step: Optional[Callback] = None, data: Optional["torch.Tensor"] = None
+        ) -> tuple["torch.Tensor", int]:
     """``steps`` blocks of ``net`` from ``u0``; ``on_step`` after every ``every`` blocks (and after
-    the last).  Returns the state and the number of blocks done (fewer if a callback stopped)."""
+    the last).  Returns the state and the number of blocks done (fewer if a callback stopped).
+
+    ``data``: the input field f of a network with a data term (an operator network's second
+    argument); it stays fixed across chunks (default: u0, the initial value)."""
+    call = net
+    if takes_data(net):
+        fixed = u0 if data is None else data
+
+        def call(u, steps=None):  # the same network with f held fixed across chunks
+            return net(u, fixed, steps=steps)
+    elif data is not None:
+        raise ValueError("this network has no input field f (no data term)")
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     if on_step is not None and on_step(0, 0.0, u0):
         return u0, 0
-    if not chunkable(net):  # one call; the callback sees the end only
-        u = net(u0)
+    if not chunkable(call):  # one call; the callback sees the end only
+        u = call(u0)
         if on_step is not None:
             on_step(steps, steps * per_block, u)
         return u, steps
     u, done = u0, 0
     while done < steps:
         k = min(every, steps - done)
-        u = net(u, steps=k)
+        u = call(u, steps=k)
         done += k
         if on_step is not None and on_step(done, done * per_block, u):
             break

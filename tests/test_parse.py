@@ -38,7 +38,7 @@ BAD = [
     (HEAD + EQ + "boundary neuman\n" + SCHEME, 5, 10, "did you mean 'neumann'"),
     (HEAD + EQ + "scheme explicit(steps = 2)\n", 5, 1, "needs 'tau'"),
     (HEAD + EQ + SCHEME + "scheme explicit(tau = 1)\n", 6, 1, "second 'scheme'"),
-    (HEAD + "equation dt(u) = dxx(u) + dx(u)\n" + SCHEME, 4, 18, "sum of 2 terms"),
+    (HEAD + "equation dt(u) = dxx(u) + dx(u)\n" + SCHEME, 4, 18, "the term dx(u) is not a diffusion term"),
     (HEAD + "equation dt(u) = dx(u)\n" + SCHEME, 4, 18, "odd order"),
     (HEAD + "equation dt(u) = dx(dxx(u))\n" + SCHEME, 4, 18, "found dxx(u)"),
     (HEAD + "param k = 10^10^10\n" + EQ + SCHEME, 4, 14, "too large"),

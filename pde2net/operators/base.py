@@ -185,6 +185,50 @@ class Reaction:
                 and self.nonlinear is None)
 
 
+class ReactionFamily(Protocol):
+    """The reaction part's family (one, registered with :func:`register_reaction`): the
+    counterpart of :class:`Family` + :class:`Term` for the pointwise part r(u, f)."""
+
+    def decompose(self, expr: sp.Expr, ctx: Context) -> Reaction:
+        """The summands without derivatives, decomposed (raises ``ctx.error`` if malformed)."""
+
+    def bound(self, reaction: Reaction, lam: sp.Expr, ctx: Context) -> "ReactionBound":
+        """The step bound of ``u - tau (A u - r)`` given ``lam >= lambda_max(A)`` (proven)."""
+
+    def torch_reaction(self, reaction: Reaction, ctx: Context) -> Any:
+        """The live runtime module: ``forward(u, f) = r(u, f)`` on fields (B, C, *space)."""
+
+    def source(self, reaction: Reaction, ctx: Context, pnames: dict[str, str]) -> "TermSource":
+        """How the standalone source builds the same runtime module."""
+
+    def linear_coefficient(self, reaction: Reaction, ctx: Context) -> Optional[sp.Expr]:
+        """c with ``r(u, f) = -c u + r(0, f)`` when r is affine in u, else None."""
+
+
+@dataclass(frozen=True)
+class ReactionBound:
+    """``tau_max`` (exact, None if none is proven), the verdict kind when there is none
+    (``"negative"`` -> "not stable", ``"unknown"`` -> "cannot prove"), the statement claimed
+    (e.g. "||u^k|| <= max(||u^0||, ||f||)"), the reason in words, the theory section and the
+    hypotheses (report dicts)."""
+
+    tau_max: Optional[sp.Expr]
+    failure: str
+    statement: str
+    reason: str
+    section: str
+    hypotheses: tuple = ()
+
+
+REACTION_FAMILY: list[ReactionFamily] = []
+
+
+def register_reaction(family: ReactionFamily) -> ReactionFamily:
+    """Installs the reaction family (once)."""
+    REACTION_FAMILY[:] = [family]
+    return family
+
+
 @dataclass(frozen=True)
 class OperatorSpec:
     """The recognised right side: ``-sum(terms) u + reaction``, with the context it was read in."""
