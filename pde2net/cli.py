@@ -361,55 +361,31 @@ def _input_options(values: Sequence[str], prog: Program) -> tuple[Optional[str],
 
 
 def _input_fields(named: dict[str, str], prog: Program, field, u0, dtype) -> list:
-    """The spec's input fields as tensors shaped like ``u0``, in declaration order: the file
-    given with ``--input NAME=FILE``, otherwise the initial value (docs/language.md: f defaults
-    to u(t = 0)).  Empty when the spec declares none."""
+    """The data field the network reads (the input of its data term), shaped like ``u0``: the
+    file given with ``--input NAME=FILE``; empty when none is given (the network then uses the
+    initial value, docs/language.md) or the network reads no input field."""
     import torch
 
     from .fieldio import read_field
-    from .parse import InputStmt
 
+    operator = getattr(prog.arch, "operator", None)
+    used = operator.reaction.input if operator is not None else None
+    for name in named:
+        if name != used:
+            print(f"note: --input {name}=... is not read: the equation has no data term in {name}",
+                  file=sys.stderr)
     out = []
-    for st in prog.spec.statements:
-        if not isinstance(st, InputStmt):
-            continue
-        name = st.name.text
-        if name not in named:
-            out.append(u0)
-            continue
-        path = named[name]
-        data = read_field(path, prog).data
-        want = field.data.shape
-        if data.shape[1:] == want[1:] and data.shape[0] == 1 and want[0] > 1:
-            data = data.repeat(want[0], axis=0)  # one data field for every signal of the batch
-        if data.shape != want:
-            raise PdeError(f"--input {name}={path} has shape {data.shape} (batch, channels, space), "
-                           f"the initial value {want}", None, Source("", path),
-                           "the same grid and channels as the initial value")
+    if used in named:
+        name, path = used, named[used]
+        got = read_field(path, prog)
+        if got.data.shape != field.data.shape:
+            raise PdeError(f"--input {name}={path} has shape {got.data.shape} (batch, channels, space), "
+                           f"the initial value {field.data.shape}", None, Source("", path),
+                           "the same batch, channels and grid as the initial value")
+        data = got.for_spec(prog.model.channels, path)
         _check_representable(data, dtype, path)
         out.append(torch.as_tensor(data, dtype=torch.float64).to(device=u0.device, dtype=dtype))
     return out
-
-
-def _with_inputs(net, data: tuple, chunkable: bool):
-    """``net`` with its input fields fixed, so that every chunk of a run gets the same fields
-    (the run's data, not the chunk's starting state) -- ``forward(u)`` / ``forward(u, steps)``."""
-
-    class WithInputs:
-        def __init__(self) -> None:
-            self.net, self.steps = net, getattr(net, "steps", None)
-
-        def __call__(self, u, **kw):
-            return self.forward(u, **kw)
-
-    if chunkable:
-        def forward(self, u, steps=None):
-            return self.net(u, *data) if steps is None else self.net(u, *data, steps=steps)
-    else:
-        def forward(self, u):
-            return self.net(u, *data)
-    WithInputs.forward = forward
-    return WithInputs()
 
 
 def _scale_notice(prog: Program, net, u0, where: str) -> Optional[str]:
@@ -525,11 +501,11 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequ
     a tqdm bar on a terminal, else a line at most every 10 s) and the plotted states can be shown
     -- the same blocks in the same order, so the result is identical.  Returns the output, the
     times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``.
-    ``data``: the spec's input fields, passed to every call (``net(u, f)``)."""
+    ``data``: the data field f (a one-element list, or empty for the default f = u0), held
+    fixed across the chunks."""
     from . import tracking
 
-    if data:
-        net = _with_inputs(net, tuple(data), tracking.chunkable(net))
+    f = data[0] if data else None  # the data field; None: the network's default, u0
 
     def first(u):
         x = u.detach().cpu().double().numpy()
@@ -538,7 +514,7 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequ
 
     per_block = tracking.time_per_block(prog.arch)
     if not (isinstance(steps, int) and steps > 0 and tracking.chunkable(net)):
-        u = net(u0)
+        u = net(u0, f) if f is not None else net(u0)
         return u, [0.0, per_block * (steps or 0)], [first(u0), first(u)]
     progress = tracking.Progress(steps)
     times, states = [0.0], [first(u0)]
@@ -552,7 +528,7 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequ
     # Chunks are for the plotted states and for progress; a multi-step kernel (pde2net.fastpath)
     # is fastest in long calls, so without states short runs are one call and long ones 20 chunks.
     chunk = max(1, steps // 100) if want_states else (steps if steps <= 200 else max(1, steps // 20))
-    u, done = tracking.run(net, u0, steps, per_block, chunk, on_step)
+    u, done = tracking.run(net, u0, steps, per_block, chunk, on_step, data=f)
     progress.close()
     if not want_states:
         times, states = [0.0, done * per_block], [first(u0), first(u)]

@@ -110,7 +110,7 @@ def test_nonlinear_data_with_unmatched_f_is_analysed_as_a_whole():
 LAM = sp.Integer(8)
 
 
-def bound(expr, lam=LAM, c=None, **kw) -> R.ReactionBound:
+def bound(expr, lam=LAM, c=None, **kw) -> R.ReactionClaim:
     c = c or ctx()
     return R.reaction_bound(R.reaction_of(expr, c), lam, c, **kw)
 
@@ -438,25 +438,3 @@ def test_unknown_input_name_exits_2(examples_dir, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no input 'f'" in err and "Traceback" not in err
-
-
-def test_every_chunk_gets_the_same_data_field():
-    """The run's f stays the input of every block: a chunked run equals one call."""
-    from pde2net.cli import _with_inputs
-
-    class Net:
-        steps = 4
-
-        def forward(self, u, f, steps=None):
-            for _ in range(steps or self.steps):
-                u = u + 0.5 * (f - u)
-            return u
-
-        __call__ = forward
-
-    f, u0 = torch.ones(3), torch.zeros(3)
-    wrapped = _with_inputs(Net(), (f,), chunkable=True)
-    u = u0
-    for _ in range(4):
-        u = wrapped(u, steps=1)
-    assert torch.equal(u, Net()(u0, f)) and torch.allclose(u, torch.full((3,), 1 - 0.5**4))

@@ -35,6 +35,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from .. import exprs
+from . import base
 from .base import Context, Reaction, TermSource, cite
 
 FAMILY = "reaction"
@@ -320,7 +321,7 @@ def describe(reaction: Reaction, ctx: Context) -> str:
 
 # ------------------------------------------------------------------------------------ bound
 @dataclass(frozen=True)
-class ReactionBound:
+class ReactionClaim:
     """The step bound the reaction allows and the statement it proves: ``tau_max`` (exact, None
     when there is none), ``statement`` (what the verdict claims, in formulas), ``verdict``
     ("stable" | "not stable" | "cannot prove"), ``reason`` (why, citing the theory), and
@@ -344,7 +345,7 @@ def _hyp(name: str, holds: bool, detail: str = "") -> dict:
 
 
 def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, terms: Optional[tuple] = None,
-                   data_zero: bool = False, scheme: str = "explicit") -> ReactionBound:
+                   data_zero: bool = False, scheme: str = "explicit") -> ReactionClaim:
     """The explicit step's bound with the reaction, given ``lam >= lambda_max(A(u))`` for every
     frozen u (exact; None: no proven bound), per docs/theory.md §11 (see the module docstring).
 
@@ -362,7 +363,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     if growth is not None:
         return growth
     if lam is None:
-        return ReactionBound(None, "", "cannot prove", "cannot prove: no proven bound on "
+        return ReactionClaim(None, "", "cannot prove", "cannot prove: no proven bound on "
                              "lambda_max(A) of the diffusion terms", (base,))
     k = c.k  # f = 0 removes the forcing, not the damping -alpha u
     signs = (_hyp("alpha >= 0", c.alpha >= 0, f"alpha = {c.alpha}"),
@@ -374,7 +375,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
         reason = (f"{what}: u+ = (I - tau (A + k I)) u with k = {k} has spectrum in "
                   f"[1 - tau (lam + k), 1], so ||u+|| <= ||u|| iff tau <= 2 / (lam + k) "
                   f"({SECTION}; sharp: the top eigenvector grows just above it)")
-        return ReactionBound(tau, statement, "stable", reason, (base,) + signs, tight=True)
+        return ReactionClaim(tau, statement, "stable", reason, (base,) + signs, tight=True)
     tau = sp.Integer(2) / (lam + 2 * k)
     target = _forcing_words(c, reaction)
     statement = (f"||u^n||_2 <= max(||u^0||_2, {target}) for every n, for tau <= 2 / (lam + 2 k) "
@@ -390,7 +391,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     hyps = (base,) + signs + (_hyp("k = alpha + beta > 0", True, f"k = {k}"),
                               _hyp("f fixed during the run", True,
                                    "the data field is an input of every block"))
-    return ReactionBound(tau, statement, "stable", reason, hyps, tight=True)
+    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=True)
 
 
 def _homogeneous_words(c: Coefficients, data_zero: bool) -> str:
@@ -423,7 +424,7 @@ def _forcing_words(c: Coefficients, reaction: Reaction) -> str:
     return f"||({c.alpha} {f} + {c.c}) / {c.k}||_2"
 
 
-def _growth(c: Coefficients, ctx: Context) -> Optional[ReactionBound]:
+def _growth(c: Coefficients, ctx: Context) -> Optional[ReactionClaim]:
     """A source: beta < 0 (and no data term), or a constant c != 0 without damping.  Under
     neumann / periodic on every axis A(u) 1 = 0, so constants show the growth for every tau
     ("not stable"); with a dirichlet axis constants are not in the kernel: "cannot prove"."""
@@ -433,30 +434,30 @@ def _growth(c: Coefficients, ctx: Context) -> Optional[ReactionBound]:
     hyp = _hyp("A(u) 1 = 0 (neumann or periodic on every axis: differences annihilate constants)",
                kernel, f"boundaries {', '.join(ctx.boundaries)}")
     if c.beta < 0 and c.alpha != 0:
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"cannot prove: data alpha = {c.alpha} with a linear source "
                              f"beta = {c.beta} < 0 ({SECTION})", (hyp,))
     if c.beta < 0:
         if kernel:
-            return ReactionBound(
+            return ReactionClaim(
                 None, f"a constant u^0 = s grows: u^n = (1 + tau {-c.beta})^n (s + {c.c / c.beta}) "
                 f"- {c.c / c.beta}, for every tau > 0", "not stable",
                 f"not stable: the linear source -beta u with beta = {c.beta} < 0 makes constants "
                 f"grow by 1 + tau |beta| per step for every tau, since A(u) 1 = 0 ({SECTION})", (hyp,))
-        return ReactionBound(
+        return ReactionClaim(
             None, "", "cannot prove",
             f"cannot prove: a linear source -beta u with beta = {c.beta} < 0 under dirichlet "
             f"boundaries would need lambda_min(A(u)) >= |beta| for every frozen u, which is not "
             f"derived ({SECTION})", (hyp,))
     if kernel:  # c != 0, k = 0: the mean grows linearly
-        return ReactionBound(
+        return ReactionClaim(
             None, f"mean(u^n) = mean(u^0) + {c.c} n tau exactly (no bound on ||u^n||); what holds: "
             f"||u^n - {c.c} t_n||_2 <= ||u^0||_2 for tau <= 2 / lam", "not stable",
             f"not stable: the constant source c = {c.c} without decay or data term: 1^T A(u) = 0, "
             f"so the mean of u grows as c t for every tau and ||u|| is unbounded. Since A(u + s 1) = "
             f"A(u), u - c t follows the scheme without source and is non-increasing in norm for "
             f"tau <= 2 / lam ({SECTION})", (hyp,))
-    return ReactionBound(
+    return ReactionClaim(
         None, "", "cannot prove",
         f"cannot prove: a constant source c = {c.c} without decay or data term under dirichlet "
         f"boundaries; a bound on ||u|| would need lambda_min(A(u)) > 0 uniformly in u, which is "
@@ -473,7 +474,7 @@ def _nonnegative_stencil(term: Any) -> Optional[sp.Expr]:
 
 
 def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
-                     terms: Optional[tuple], scheme: str = "explicit") -> ReactionBound:
+                     terms: Optional[tuple], scheme: str = "explicit") -> ReactionClaim:
     """The invariant-region rule for a nonlinear reaction (docs/theory.md §11), proven there:
 
     Let ``R(v) = N(v) - beta v + c`` have real roots a < b (the smallest and the largest), every
@@ -484,16 +485,16 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
     c = coefficients(reaction, ctx)
     no = "cannot prove: a nonlinear reaction has no Euclidean stability statement (" + SECTION + ")"
     if scheme != "explicit":
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"{no}; the invariant-region rule covers the explicit step only, "
                              f"not {scheme}")
     if terms is None:
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"{no}; the invariant-region rule needs the terms' stencil signs")
     diagonals = [_nonnegative_stencil(t) for t in terms]
     if any(d is None for d in diagonals):
         bad = ", ".join(sorted({getattr(t, "family", "?") for t, d in zip(terms, diagonals) if d is None}))
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"{no}; the invariant-region rule needs a nonnegative stencil, which "
                              f"the {bad} term does not have (or does not state)")
     v = sp.Symbol("v", real=True)
@@ -501,20 +502,20 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
     R_text = _plain(R.xreplace({v: ctx.u}), ctx)
     region = _roots(R, v)
     if region is None:
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"{no}; the invariant-region rule needs a polynomial reaction R(u) = "
                              f"{R_text} with two distinct real roots")
     a, b = region
     dirichlet = any(kind == "dirichlet" for kind in ctx.boundaries)
     if dirichlet and not (a <= 0 <= b):
-        return ReactionBound(None, "", "cannot prove",
+        return ReactionClaim(None, "", "cannot prove",
                              f"{no}; with dirichlet boundaries the ghost value 0 must lie in the "
                              f"invariant interval [{a}, {b}]")
     m, exact = _min_on(sp.diff(R, v), v, a, b)
     W = sp.nsimplify(sum(diagonals, sp.Integer(0)))
     denom = sp.simplify(W + c.alpha - m)
     if not (denom.is_positive):
-        return ReactionBound(None, "", "cannot prove", f"{no}; degenerate invariant-region "
+        return ReactionClaim(None, "", "cannot prove", f"{no}; degenerate invariant-region "
                              f"condition W + alpha - min R' = {denom} <= 0")
     tau = sp.Integer(1) / denom
     fvals = f" and of {reaction.input}" if c.alpha != 0 else ""
@@ -538,7 +539,7 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
         _hyp(f"the claim covers inputs with values in {interval}", True,
              "u^0" + (f" and {reaction.input}" if c.alpha != 0 else "") + " outside it: no claim"),
     )
-    return ReactionBound(tau, statement, "stable", reason, hyps, tight=False)
+    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=False)
 
 
 def _roots(R: sp.Expr, v: sp.Symbol) -> Optional[tuple[sp.Expr, sp.Expr]]:
@@ -570,3 +571,44 @@ def _min_on(dR: sp.Expr, v: sp.Symbol, a: sp.Expr, b: sp.Expr) -> tuple[sp.Expr,
     lows = [x if x.is_Rational else sp.Rational(int(sp.floor(sp.N(x, 50) * 10**30)) - 1, 10**30)
             for x in values]
     return min(lows), False
+
+
+# ------------------------------------------------------------------------------- the family
+@dataclass(frozen=True)
+class ReactionFamily:
+    """The reaction family of :class:`pde2net.operators.base.ReactionFamily`: decomposition,
+    bound, live module, source and the linear coefficient for the implicit scheme."""
+
+    name: str = FAMILY
+
+    def decompose(self, expr: sp.Expr, ctx: Context) -> Reaction:
+        return reaction_of(expr, ctx)
+
+    def bound(self, reaction: Reaction, lam: sp.Expr, ctx: Context,
+              terms: Optional[tuple] = None) -> base.ReactionBound:
+        """:func:`reaction_bound` in the report's form: ``failure`` "negative" for "not stable",
+        "unknown" for "cannot prove", "" when a step bound is proven.  ``terms`` (the
+        operator's) are needed by the invariant-region rule only."""
+        claim = reaction_bound(reaction, lam, ctx, terms=terms)
+        failure = "" if claim.tau_max is not None else \
+            "negative" if claim.verdict == "not stable" else "unknown"
+        statement = claim.statement or claim.verdict
+        return base.ReactionBound(claim.tau_max, failure, statement, claim.reason, claim.section,
+                                  tuple(claim.hypotheses))
+
+    def torch_reaction(self, reaction: Reaction, ctx: Context) -> Any:
+        return torch_reaction(reaction, ctx)
+
+    def source(self, reaction: Reaction, ctx: Context, pnames: dict[str, str],
+               prefix: str = "reaction_") -> TermSource:
+        return reaction_source(reaction, ctx, pnames, prefix)
+
+    def linear_coefficient(self, reaction: Reaction, ctx: Context) -> Optional[sp.Expr]:
+        """``c = beta + alpha`` (exact value) with ``r(u, f) = -c u + r(0, f)`` when r is affine
+        in u (no nonlinear part), else None."""
+        if reaction.nonlinear is not None:
+            return None
+        return coefficients(reaction, ctx).k
+
+
+FAMILY_OBJECT = base.register_reaction(ReactionFamily())

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .. import analyse
 from . import check, recognise  # noqa: F401 - check registers the operator model's verify
+from . import reaction  # noqa: F401 - the data and reaction family
 
 analyse.register_operator_model(recognise.recognise)

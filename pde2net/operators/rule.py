@@ -102,7 +102,7 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if isinstance(sch, Implicit):
         return _implicit(r, lam, ctx)
     if not reaction.empty:
-        rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx)
+        rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx, terms=r.arch.operator.terms)
         r.hypotheses.extend(dict(h) for h in rb.hypotheses)
         if rb.tau_max is None:
             verdict = "not stable" if rb.failure == "negative" else "cannot prove"
