@@ -69,7 +69,7 @@ def run(net: Any, u0: "torch.Tensor", steps: int, per_block: float, every: int =
         raise ValueError(f"every must be a positive integer, got {every!r}")
     if on_step is not None and on_step(0, 0.0, u0):
         return u0, 0
-    if not chunkable(call):  # one call; the callback sees the end only
+    if not chunkable(net):  # one call; the callback sees the end only
         u = call(u0)
         if on_step is not None:
             on_step(steps, steps * per_block, u)

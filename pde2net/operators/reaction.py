@@ -465,12 +465,14 @@ def _growth(c: Coefficients, ctx: Context) -> Optional[ReactionClaim]:
 
 
 # ------------------------------------------------------------------------- invariant region
-def _nonnegative_stencil(term: Any) -> Optional[sp.Expr]:
+def _nonnegative_stencil(term: Any, ctx: Context) -> Optional[sp.Expr]:
     """The term's proven bound on the diagonal of ``D^T G D`` if it states that every frozen
     ``D^T G D`` has nonpositive off-diagonal entries (a nonnegative stencil: the explicit step
     combines the neighbours with nonnegative weights); None otherwise.  Terms state it with the
-    optional attribute ``nonnegative_stencil``."""
-    return getattr(term, "nonnegative_stencil", None)
+    optional attribute ``nonnegative_stencil``: the bound itself, or a method of ``ctx``
+    returning it (None where the term cannot state it, e.g. g >= 0 not proven)."""
+    got = getattr(term, "nonnegative_stencil", None)
+    return got(ctx) if callable(got) else got
 
 
 def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
@@ -491,7 +493,7 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
     if terms is None:
         return ReactionClaim(None, "", "cannot prove",
                              f"{no}; the invariant-region rule needs the terms' stencil signs")
-    diagonals = [_nonnegative_stencil(t) for t in terms]
+    diagonals = [_nonnegative_stencil(t, ctx) for t in terms]
     if any(d is None for d in diagonals):
         bad = ", ".join(sorted({getattr(t, "family", "?") for t, d in zip(terms, diagonals) if d is None}))
         return ReactionClaim(None, "", "cannot prove",
