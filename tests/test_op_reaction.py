@@ -529,3 +529,111 @@ def test_default_data_field_is_the_initial_value():
     net = prog.module(dtype=torch.float64)
     u0 = torch.tensor(np.random.default_rng(6).uniform(0, 1, (1, 6, 7)))
     assert torch.equal(net(u0), net(u0, u0))
+
+
+# ------------------------------------------------------------- soundness (hypothesis property)
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SOUND = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                 suppress_health_check=list(HealthCheck))
+RATS = (0, sp.Rational(1, 5), sp.Rational(1, 2), 1, 5)
+
+
+def frozen_operator(rng, nx, ny, bx, by, L=1.0):
+    """A random frozen D^T G D of the 2D forward gradient, G diagonal in [0, L]: symmetric PSD,
+    lambda_max <= L (4 + 4) (the proven bound for h = 1), nonpositive off-diagonal entries and
+    diagonal <= 4 L (a nonnegative stencil)."""
+    dx, dy = forward_difference(nx, bx), forward_difference(ny, by)
+    Dx, Dy = np.kron(np.eye(ny), dx), np.kron(dy, np.eye(nx))
+    gx, gy = rng.uniform(0, L, Dx.shape[0]), rng.uniform(0, L, Dy.shape[0])
+    if rng.uniform() < 0.3:  # the worst case: every weight at its bound
+        gx, gy = np.full_like(gx, L), np.full_like(gy, L)
+    return Dx.T @ (gx[:, None] * Dx) + Dy.T @ (gy[:, None] * Dy)
+
+
+def full_operator(nx, ny, bx, by):
+    """D^T D: every weight at its bound L = 1 (lambda_max closest to the proven 8)."""
+    return laplacian_axes(nx, ny, bx, by)
+
+
+@SOUND
+@given(alpha=st.sampled_from(RATS), beta=st.sampled_from(RATS + (-sp.Rational(1, 2),)),
+       c=st.sampled_from((0, sp.Rational(3, 10), -1)), bx=st.sampled_from(("neumann", "periodic", "dirichlet")),
+       by=st.sampled_from(("neumann", "periodic", "dirichlet")), data_zero=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_linear_verdicts_are_sound(alpha, beta, c, bx, by, data_zero, seed):
+    """Every "stable" claim holds along random frozen operators (including the top
+    eigenvector as a start); every "not stable" shows growth."""
+    cx = ctx((bx, by), values={**VALUES, "alpha": sp.sympify(alpha), "beta": sp.sympify(beta),
+                               "c": sp.sympify(c)})
+    expr = ALPHA * (F - U) - BETA * U + C
+    try:
+        rx = R.reaction_of(expr, cx)
+    except PdeError:
+        assert alpha > 0 and beta < 0  # the only refusal: a data term with a linear source
+        return
+    claim = R.reaction_bound(rx, LAM, cx, data_zero=data_zero)
+    rng = np.random.default_rng(seed)
+    nx, ny, n = 5, 4, 20
+    a, b, cv = float(alpha), float(beta), float(c)
+    f = np.zeros(n) if data_zero else rng.uniform(-2, 2, n)
+    if claim.verdict == "stable":
+        tau = float(claim.tau_max)
+        forcing = (a != 0 and not data_zero) or cv != 0
+        for start in range(3):
+            A0 = frozen_operator(rng, nx, ny, bx, by)
+            u = rng.uniform(-3, 3, n)
+            if start == 0:  # the sharp case: every weight at L, u0 = -s v and f = s v (v on top)
+                v = np.linalg.eigh(full_operator(nx, ny, bx, by))[1][:, -1] * rng.uniform(0.1, 3)
+                A0, u = full_operator(nx, ny, bx, by), -v
+                if a != 0 and not data_zero:
+                    f = v.copy()
+            g = (a * f + cv) / (a + b) if forcing else None
+            top = max(np.linalg.norm(u), np.linalg.norm(g)) if forcing else np.linalg.norm(u)
+            prev = np.linalg.norm(u)
+            for k in range(40):
+                A = A0 if k == 0 else frozen_operator(rng, nx, ny, bx, by)
+                u = step(A, u, tau, a, f, b, cv)
+                now = np.linalg.norm(u)
+                assert now <= top * (1 + 1e-12) + 1e-300
+                if not forcing:
+                    assert now <= prev * (1 + 1e-12) + 1e-300
+                prev = now
+    elif claim.verdict == "not stable":
+        assert bx != "dirichlet" and by != "dirichlet"
+        u = np.ones(n)
+        for _ in range(400):
+            u = step(frozen_operator(rng, nx, ny, bx, by), u, 0.1, a, f, b, cv)
+        assert np.linalg.norm(u) > 10 * max(np.sqrt(n), np.linalg.norm(f))
+
+
+@SOUND
+@given(kind=st.sampled_from(("cubic", "logistic", "quadratic")), lo=st.sampled_from((-2, -1, 0)),
+       width=st.sampled_from((sp.Rational(1, 2), 1, 2, 3)), scale=st.sampled_from((sp.Rational(1, 4), 1, 3)),
+       alpha=st.sampled_from((0, sp.Rational(1, 2))), bx=st.sampled_from(("neumann", "periodic", "dirichlet")),
+       seed=st.integers(0, 2**16))
+def test_invariant_region_is_sound(kind, lo, width, scale, alpha, bx, seed):
+    """Random polynomial reactions with roots a < b: at the rule's tau, values (of u^0 and f) in
+    [a, b] stay in [a, b] along random frozen nonnegative stencils with diagonal <= 4."""
+    a, b = sp.Integer(lo), lo + width
+    m = (a + b) / 2
+    N = {"cubic": -scale * (U - a) * (U - m) * (U - b), "logistic": scale * (U - a) * (b - U),
+         "quadratic": scale * (U - a) * (U - b)}[kind]
+    cx = ctx((bx, "neumann"), values={**VALUES, "alpha": sp.sympify(alpha)})
+    rx = R.reaction_of(N + ALPHA * (F - U), cx)
+    claim = R.reaction_bound(rx, LAM, cx, terms=(FivePoint(),))
+    if bx == "dirichlet" and not (a <= 0 <= b):
+        assert claim.verdict == "cannot prove"
+        return
+    assert claim.verdict == "stable" and f"[{a}, {b}]" in claim.statement
+    tau, fa, fb = float(claim.tau_max), float(a), float(b)
+    Nf = sp.lambdify(U, N, "numpy")
+    rng = np.random.default_rng(seed)
+    for _ in range(4):
+        u = rng.uniform(fa, fb, 20)
+        u[rng.integers(20)], u[rng.integers(20)] = fa, fb
+        f = rng.uniform(fa, fb, 20)
+        for _ in range(25):
+            u = step(frozen_operator(rng, 5, 4, bx, "neumann"), u, tau, float(alpha), f, N=Nf)
+            assert np.all(u >= fa - 1e-12 * (1 + abs(fa))) and np.all(u <= fb + 1e-12 * (1 + abs(fb)))
