@@ -637,3 +637,36 @@ def test_invariant_region_is_sound(kind, lo, width, scale, alpha, bx, seed):
         for _ in range(25):
             u = step(frozen_operator(rng, 5, 4, bx, "neumann"), u, tau, float(alpha), f, N=Nf)
             assert np.all(u >= fa - 1e-12 * (1 + abs(fa))) and np.all(u <= fb + 1e-12 * (1 + abs(fb)))
+
+
+def _state_nonnegative_stencil(monkeypatch):
+    """The isotropic term stating its nonnegative stencil (diagonal <= L sum_d 2/h_d^2: two
+    edges per axis, each weight at most L/h_d^2), as docs/theory.md §11 describes it."""
+    from pde2net.operators import isotropic
+
+    def nonnegative_stencil(self, ctx):
+        return sp.simplify(self.g.L * sp.Add(*(2 / h**2 for h in ctx.grid))) if self.g.proven else None
+    monkeypatch.setattr(isotropic.Isotropic, "nonnegative_stencil", nonnegative_stencil, raising=False)
+
+
+@pytest.mark.parametrize("tau, verdict", [("0.2", "stable"), ("0.24", "cannot prove")])
+def test_invariant_region_end_to_end(monkeypatch, examples_dir, capsys, tmp_path, tau, verdict):
+    """With a term stating its nonnegative stencil, Allen-Cahn's report claims the invariant
+    region [-1, 1] for tau <= 1 / (4 + 2 / eps^2) = 2/9; verify checks that claim (inputs in
+    [-1, 1], outputs must stay there) and is consistent; above the bound: "cannot prove"."""
+    _needs_isotropic()
+    _state_nonnegative_stencil(monkeypatch)
+    import pde2net
+    from pde2net.cli import main
+
+    text = (examples_dir / "allen_cahn.pde").read_text().replace("tau = 0.2,", f"tau = {tau},")
+    path = tmp_path / "allen_cahn.pde"
+    report = pde2net.compile_text(text).stability
+    assert report.verdict == verdict and float(report.tau_max) == pytest.approx(2 / 9, rel=1e-15)
+    assert report.extra["invariant_region"] == [-1.0, 1.0]
+    if verdict == "stable":
+        assert "invariant region [-1, 1]" in report.reason
+    path.write_text(text)
+    rc = main(["verify", str(path), "--size", "12", "--budget", "0.2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "CONSISTENT" in out and "invariant region [-1, 1]" in out

@@ -218,6 +218,9 @@ class ReactionBound:
     reason: str
     section: str
     hypotheses: tuple = ()
+    #: (a, b) exact when the claim is an invariant region (values of u^0 and f in [a, b] stay
+    #: there) instead of a norm bound; verify then checks that claim
+    region: Optional[tuple] = None
 
 
 REACTION_FAMILY: list[ReactionFamily] = []

@@ -136,6 +136,8 @@ def verify_operator(prog, size: Optional[int], seed: int, budget: float) -> "ver
     notes: list[str] = []
     stable = report.verdict == "stable"
     lam = report.extra.get("lambda_max_bound")
+    if report.extra.get("invariant_region") is not None:
+        return _verify_region(prog, shape, rng, seed, budget, t0)
     cases = battery(shape, rng)
     norm = _operator_check(spec, cases[::4], lam, failures)
     net = prog.module(dtype=torch.float64)
@@ -183,6 +185,63 @@ def verify_operator(prog, size: Optional[int], seed: int, budget: float) -> "ver
         counterexample=np.asarray(best_u).reshape(net_shape) if grows else None)
 
 
+def _verify_region(prog, shape, rng, seed: int, budget: float, t0: float) -> "verify.VerificationReport":
+    """An invariant-region claim (docs/theory.md §11: values of u^0 and f in [a, b] stay in [a, b];
+    a nonlinear reaction has no norm bound): the battery's shapes mapped onto [a, b] and its two
+    ends go through the network (f = u^0); "growth" is 1 + the largest excursion of an output
+    outside [a, b], relative to b - a.  Checks 2 and 4 as for a norm bound."""
+    import torch
+
+    a, b = prog.stability.extra["invariant_region"]
+    report, spec = prog.stability, prog.arch.operator
+    failures: list[str] = []
+    cases = []
+    for fam, amp, u in battery(shape, rng):
+        lo, hi = float(u.min()), float(u.max())
+        cases.append((fam, amp, np.full(shape, (a + b) / 2) if hi == lo else a + (b - a) * (u - lo) / (hi - lo)))
+    cases += [("ends", 0.0, np.full(shape, a)), ("ends", 0.0, np.full(shape, b))]
+    norm = _operator_check(spec, cases[::4], report.extra.get("lambda_max_bound"), failures)
+    net = prog.module(dtype=torch.float64)
+    net_shape = shape if shape[0] > 1 else shape[1:]
+    u0 = np.stack([c[2] for c in cases])
+    with torch.no_grad():
+        uk = net(torch.as_tensor(u0.reshape((len(cases),) + net_shape))).numpy().reshape(len(cases), -1)
+    with np.errstate(invalid="ignore"):
+        out = np.maximum(uk.max(axis=1) - b, a - uk.min(axis=1))
+    finite = np.all(np.isfinite(uk), axis=1)
+    grow = np.where(finite, 1.0 + np.maximum(out, 0.0) / (b - a), np.inf)
+    families: dict[str, dict[str, Any]] = {}
+    for (fam, amp, _), g, ok in zip(cases, grow, finite):
+        best = families.setdefault(fam, {"family": fam, "growth": -math.inf, "amplitude": amp,
+                                         "inputs": 0, "nonfinite": 0})
+        best["inputs"] += 1
+        best["nonfinite"] += int(not ok)
+        if g > best["growth"]:
+            best["growth"], best["amplitude"] = float(g), amp
+    tol = 1e-10
+    comparison = _compare(prog, shape, rng, [rng.uniform(a, b, shape) for _ in range(3)])
+    if not comparison["ok"]:
+        failures.append(f"the network disagrees with the dense reference: relative difference "
+                        f"{comparison['max_rel_diff']:.3g} > {comparison['tolerance']:g}")
+    i_best = int(np.argmax(grow))
+    best_g = float(grow[i_best])
+    grows = not best_g <= 1.0 + tol
+    if report.verdict == "stable" and grows:
+        failures.append(f"BUG: the verdict claims the invariant region [{a:.17g}, {b:.17g}] but an input "
+                        f"with values in it leaves it (growth {best_g:.17g}); please report it")
+    notes = [f"the claim is the invariant region [{a:.10g}, {b:.10g}]: every input has its values in "
+             f"it, and 'growth' is 1 + the largest excursion of the output outside it / (b - a)"]
+    return verify.VerificationReport(
+        name=prog.name, scheme=prog.model.scheme, grid=shape[1:][::-1], seed=seed, budget=budget,
+        verdict=report.verdict, stable=report.stable, symbolic=report.to_dict(), norm=norm,
+        battery=list(families.values()),
+        adversarial={"skipped": "the claim is an invariant region, not a norm bound", "growth": None},
+        reference=comparison, growth=best_g, tolerance=tol,
+        counterexample_growth=best_g if grows else None, failures=failures, notes=notes,
+        seconds=time.perf_counter() - t0,
+        counterexample=np.asarray(u0[i_best]).reshape(net_shape) if grows else None)
+
+
 def _operator_check(spec, cases, lam: Optional[float], failures: list[str]) -> dict[str, Any]:
     """Check 2: symmetric, positive semidefinite, lambda_max <= the bound, at the given inputs."""
     worst, worst_min, asym = 0.0, math.inf, 0.0
@@ -203,15 +262,17 @@ def _operator_check(spec, cases, lam: Optional[float], failures: list[str]) -> d
             "ok": ok, "lambda_min_relative": worst_min, "asymmetry": asym}
 
 
-def _compare(prog, shape, rng) -> dict[str, Any]:
-    """Check 5 on three inputs, at most REFERENCE_STEPS steps."""
+def _compare(prog, shape, rng, inputs: Optional[list] = None) -> dict[str, Any]:
+    """Check 5 on three inputs (``inputs``: instead of the default ones), at most
+    REFERENCE_STEPS steps."""
     import torch
 
     steps = min(prog.arch.scheme.steps, REFERENCE_STEPS)
     net = prog.module(dtype=torch.float64, steps=steps)
     net_shape = shape if shape[0] > 1 else shape[1:]
-    inputs = [rng.standard_normal(shape), 1e-3 * rng.standard_normal(shape),
-              np.cumsum(rng.standard_normal(shape), axis=-1)]
+    if inputs is None:
+        inputs = [rng.standard_normal(shape), 1e-3 * rng.standard_normal(shape),
+                  np.cumsum(rng.standard_normal(shape), axis=-1)]
     worst = 0.0
     for u in inputs:
         want = reference_run(prog, u, steps)

@@ -335,6 +335,8 @@ class ReactionClaim:
     hypotheses: tuple = ()
     section: str = SECTION
     tight: bool = False
+    #: (a, b): the claim is the invariant region [a, b] (not a norm bound)
+    region: Optional[tuple] = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.tau_max, self.statement, self.verdict, self.reason, self.hypotheses))
@@ -541,7 +543,7 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
         _hyp(f"the claim covers inputs with values in {interval}", True,
              "u^0" + (f" and {reaction.input}" if c.alpha != 0 else "") + " outside it: no claim"),
     )
-    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=False)
+    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=False, region=(a, b))
 
 
 def _roots(R: sp.Expr, v: sp.Symbol) -> Optional[tuple[sp.Expr, sp.Expr]]:
@@ -596,7 +598,7 @@ class ReactionFamily:
             "negative" if claim.verdict == "not stable" else "unknown"
         statement = claim.statement or claim.verdict
         return base.ReactionBound(claim.tau_max, failure, statement, claim.reason, claim.section,
-                                  tuple(claim.hypotheses))
+                                  tuple(claim.hypotheses), claim.region)
 
     def torch_reaction(self, reaction: Reaction, ctx: Context) -> Any:
         return torch_reaction(reaction, ctx)

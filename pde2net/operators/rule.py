@@ -104,6 +104,13 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if not reaction.empty:
         rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx, terms=r.arch.operator.terms)
         r.hypotheses.extend(dict(h) for h in rb.hypotheses)
+        if getattr(rb, "region", None) is not None:  # the claim verify checks (docs/theory.md §11)
+            r.extra["invariant_region"] = [float(x) for x in rb.region]
+            if _le(r.tau, rb.tau_max) is not True:  # the region may be left; no norm statement
+                return r.done(False, "cannot prove", f"cannot prove: tau = {float(r.tau):.6g} exceeds "
+                              f"the invariant-region bound {float(rb.tau_max):.6g} ({rb.reason}), and a "
+                              f"nonlinear reaction has no norm bound ({rb.section})", rb.tau_max,
+                              statement=rb.section)
         if rb.tau_max is None:
             verdict = "not stable" if rb.failure == "negative" else "cannot prove"
             return r.done(False, verdict, rb.reason, statement=rb.section)
