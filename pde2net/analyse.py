@@ -461,9 +461,22 @@ def _check_expr(e: ast.Expr, src: Source, names: set[str], funcs: dict[str, ast.
         _check_expr(a, src, names, funcs, allow_deriv, ndim)
 
 
-def _check_boundary(stmt: ast.BoundaryStmt, dims: tuple[ast.Ident, ...], src: Source) -> None:
+def _check_boundary(stmt: ast.BoundaryStmt, dims: tuple[ast.Ident, ...], src: Source,
+                    params: set[str] = frozenset()) -> None:
     """``boundary KIND`` or ``boundary x: KIND, y: KIND``: known kinds, each axis a space
-    variable of the field and given at most once (an axis left out is neumann)."""
+    variable of the field and given at most once (an axis left out is neumann); a value only
+    as ``dirichlet(value = EXPR)``."""
+    kinds = [stmt.kind] if stmt.kind is not None else [k for _, k in stmt.axes]
+    for kind, b in zip(kinds, stmt.values):
+        if b is None:
+            continue
+        if kind.text != "dirichlet":
+            raise PdeError(f"a boundary value belongs to dirichlet, not {kind.text}", b.name.pos, src,
+                           "boundary dirichlet(value = 1)")
+        if b.name.text != "value":
+            raise PdeError(f"'{b.name.text}' is not a setting of dirichlet(...)", b.name.pos, src,
+                           "boundary dirichlet(value = 1)")
+        _check_expr(b.value, src, set(params), {}, allow_deriv=False)
     if stmt.kind is not None:
         k = stmt.kind
         if k.text not in BOUNDARIES:
@@ -496,11 +509,32 @@ def boundary_kinds(stmt: Optional[ast.BoundaryStmt], dims: tuple[str, ...]) -> U
     return kinds[0] if len(set(kinds)) == 1 else kinds
 
 
+def dirichlet_value(stmt: Optional[ast.BoundaryStmt], src: Source, values: dict) -> Optional[sp.Expr]:
+    """The value b of ``dirichlet(value = b)`` (u = b outside the domain), None when every
+    Dirichlet side is homogeneous.  One value for the whole boundary: the network evolves
+    u - b under the homogeneous problem (docs/theory.md §12), which needs a single b."""
+    if stmt is None:
+        return None
+    kinds = [stmt.kind] if stmt.kind is not None else [k for _, k in stmt.axes]
+    got = [(_constant(b.value, src, values, "the boundary value") if b is not None else sp.Integer(0), b)
+           for kind, b in zip(kinds, stmt.values) if kind.text == "dirichlet"]
+    distinct = {v for v, _ in got}
+    if len(distinct) > 1:
+        where = next(b for _, b in got if b is not None)
+        raise PdeError("the Dirichlet sides have different values", where.value.pos, src,
+                       "one value for every Dirichlet side (an unset side is 0)")
+    value = next(iter(distinct), sp.Integer(0))
+    if not value.is_real:
+        where = next(b for _, b in got if b is not None)
+        raise PdeError(f"the boundary value {value} is not a real number", where.value.pos, src, "a real number")
+    return None if value == 0 else value
+
+
 def _check_settings(defs: _Defs, defined, src: Source) -> None:
     ndim = len(defs.field.dims)
     params = set(_names(defined, "param"))
     if defs.boundary:
-        _check_boundary(defs.boundary, defs.field.dims, src)
+        _check_boundary(defs.boundary, defs.field.dims, src, params)
     learned = _check_learned_stencil(defs, params, src)
     named = defs.stencil and defs.stencil.kind and not learned and defs.stencil.bindings is None
     if named and defs.stencil.kind.text not in NAMED_STENCILS + (ANISOTROPIC,):
@@ -972,7 +1006,11 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
     grid = _grid(st.get(ast.GridStmt), src, values, len(dims))
     size = _size(st.get(ast.SizeStmt), src, values, len(dims))
     boundary = boundary_kinds(st.get(ast.BoundaryStmt), dims)
+    b_value = dirichlet_value(st.get(ast.BoundaryStmt), src, values)
     learned = _learned_choice(spec, src, values)
+    if learned is not None and b_value is not None:
+        raise PdeError("a learned stencil bank needs the homogeneous boundary (dirichlet, value 0)",
+                       st[ast.BoundaryStmt].pos, src, "boundary dirichlet")
     stencil = _stencil(st.get(ast.StencilStmt), src, values) if learned is None else \
         StencilChoice(LEARNED, pos=learned.pos)
     ctx = _base.Context(
@@ -983,7 +1021,8 @@ def build_model(spec: ast.Spec, params: Optional[Mapping[str, object]] = None) -
                  for t in spec.statements if isinstance(t, ast.TensorStmt)},
         stencil=stencil, source=src, pos=eq.rhs.pos,
         settings={"delta": stencil.weights[0] if stencil.kind == ANISOTROPIC and stencil.weights
-                  else None})
+                  else None},
+        dirichlet_value=b_value)
     form, operator = _recognise(rhs, u, subs, eq, src, ctx, learned is not None)
     flux = form.flux
     diffusivity = _diffusivity_name(eq.rhs, kinds)
@@ -1021,6 +1060,7 @@ def register_operator_model(recognise: Callable[[sp.Expr, "_base.Context"], "_ba
 def _needs_operator_model(rhs: sp.Expr, ctx: "_base.Context") -> bool:
     """Version-2 forms (docs/language.md): anything the scalar model cannot express."""
     return (ctx.ndim == 3 or ctx.channels > 1 or bool(ctx.inputs) or bool(ctx.tensors)
+            or ctx.dirichlet_value is not None
             or rhs.is_Add or rhs.has(GAUSS) or ctx.stencil.kind == ANISOTROPIC
             or any(a.func is LAPLACE and a.args[0] != ctx.u for a in rhs.atoms(sp.Function)))
 

@@ -271,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
     net = net.to(device)
-    data = _input_fields(named, prog, field, u0, dtype)
+    inputs = _input_fields(named, prog, field, u0, dtype)
     if args.backend == "fused" and device.type == "cpu":
         from .fastpath import accelerate
 
@@ -284,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         try:
             u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie),
-                                       data=data)
+                                       data=inputs)
         except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
             raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0

@@ -648,6 +648,10 @@ def lower_operator(model: Model) -> Architecture:
     if kind == "multigrid":
         raise model.error("the multigrid U-net is built for linear scalar diffusion only", "scheme",
                           "scheme explicit, fed, fsi or implicit(solver = cg)")
+    if reaction and spec.context.dirichlet_value is not None:
+        raise model.error("a boundary value with a reaction or data term: the network evolves u - b "
+                          "(b the boundary value), which changes a reaction's meaning", "boundary",
+                          "boundary dirichlet (value 0), or no reaction term")
     if kind in ("fed", "fsi") and reaction:
         raise model.error(f"the {kind} scheme's guarantee is for a pure diffusion operator, and this "
                           f"equation has a reaction part ({spec.reaction.text})", "scheme",

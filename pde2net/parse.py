@@ -163,6 +163,8 @@ class BoundaryStmt:
     kind: Optional[Ident]  # one kind for every axis, or None when given per axis
     pos: Pos
     axes: tuple[tuple[Ident, Ident], ...] = ()  # (axis, kind) per 'x: periodic' item, as written
+    #: 'dirichlet(value = EXPR)': the binding for the one kind, or one per axis item (None if absent)
+    values: tuple[Optional["Binding"], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -293,13 +295,17 @@ class _ToAst(lark.Transformer):
         return SizeStmt(tuple(c), _pos(meta))
 
     def boundary_all(self, meta, c):
-        return BoundaryStmt(_ident(c[0]), _pos(meta))
+        return BoundaryStmt(_ident(c[0]), _pos(meta), values=(c[1],))
 
     def boundary_axes(self, meta, c):
-        return BoundaryStmt(None, _pos(meta), tuple(c))
+        return BoundaryStmt(None, _pos(meta), tuple((a, k) for a, k, _ in c),
+                            tuple(v for _, _, v in c))
 
     def axis_boundary(self, meta, c):
-        return (_ident(c[0]), _ident(c[1]))
+        return (_ident(c[0]), _ident(c[1]), c[2])
+
+    def boundary_value(self, meta, c):
+        return c[0]
 
     def stencil_named(self, meta, c):
         return StencilStmt(_ident(c[0]), (), None, _pos(meta))

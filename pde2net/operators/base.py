@@ -76,6 +76,9 @@ class Context:
     source: Source
     pos: Optional[Pos]                     # the equation's right side
     settings: dict = field(default_factory=dict)
+    #: b in 'boundary dirichlet(value = b)' (u = b outside the domain), None when homogeneous:
+    #: the networks evolve u - b under the homogeneous problem (docs/theory.md §12)
+    dirichlet_value: Optional[sp.Expr] = None
 
     @property
     def ndim(self) -> int:
@@ -88,7 +91,9 @@ class Context:
 
     def value(self, expr: sp.Expr) -> sp.Expr:
         """``expr`` with every param replaced by its exact value."""
-        return sp.sympify(expr).xreplace(self.values)
+        if isinstance(expr, (int, float)):  # a Python number from a family's arithmetic
+            return sp.Float(expr) if isinstance(expr, float) else sp.Integer(expr)
+        return expr.xreplace(self.values)
 
     def error(self, message: str, expected: Optional[str] = None, pos: Optional[Pos] = None) -> PdeError:
         """A PdeError at the equation (or ``pos``)."""

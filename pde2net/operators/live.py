@@ -12,6 +12,14 @@ from .runtime import network
 def scheme_arguments(arch: Architecture) -> tuple[str, dict[str, Any]]:
     """The runtime network class for the scheme and its keyword arguments (numbers rounded once
     from the exact values, as the source prints them)."""
+    cls, kwargs = _scheme(arch)
+    b = arch.operator.context.dirichlet_value
+    if b is not None:
+        kwargs["offset"] = float(b)
+    return cls, kwargs
+
+
+def _scheme(arch: Architecture) -> tuple[str, dict[str, Any]]:
     sch = arch.scheme
     spec = arch.operator
     if isinstance(sch, Explicit):

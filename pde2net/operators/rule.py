@@ -78,6 +78,9 @@ class _Report:
     def done(self, stable: bool, verdict: str, reason: str, tau_max: Optional[sp.Expr] = None,
              guarantee: str = "none", unconditional: bool = False,
              statement: Optional[str] = None) -> StabilityReport:
+        # the scheme's statement first, then the sections the terms' bounds rest on
+        parts = [p for p in (statement or "").split("; ") if p] + self.statement.split("; ")
+        statement = "; ".join(dict.fromkeys(p for p in parts if p))
         if tau_max is not None:
             self.exact["tau_max"] = str(tau_max)
         if self.lam is not None:
@@ -90,7 +93,7 @@ class _Report:
             stable=stable, reason=reason, bound_expr="tau <= 2 / lambda_max(A), lambda_max(A) <= "
             + " + ".join(str(b.value) for b in self.bounds if b.value is not None),
             verdict=verdict, guarantee=guarantee,
-            statement=statement or self.statement, unconditional=unconditional,
+            statement=statement, unconditional=unconditional,
             flux="; ".join(t.describe() for t in a.operator.terms),
             stencil="operator model", boundary=", ".join(a.operator.context.boundaries),
             h=[float(h) for h in m.grid], hypotheses=self.hypotheses, extra=self.extra, exact=self.exact)
@@ -124,6 +127,10 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
                       f"operator per cycle ({statement})", tau_max, "none")
     what = ("||u^(k+1)|| <= ||u^k|| for every input" if isinstance(sch, Explicit) else
             "each cycle's frozen operator has spectrum in [0, 2/tau] and the cycle is non-expansive")
+    b = ctx.dirichlet_value
+    if b is not None:
+        what += (f", for v = u - b with the boundary value b = {b} (the network evolves v under the "
+                 f"homogeneous Dirichlet problem, {cite(12)}): ||u^(k+1) - b|| <= ||u^k - b||")
     return _explicit_like(r, tau_max, what + f" ({statement})", statement, "tau <= 2 / lambda_max(A)")
 
 
@@ -149,7 +156,7 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if not reaction.empty:
         fam = REACTION_FAMILY[0]
         c = fam.linear_coefficient(reaction, ctx)
-        if c is None or not (sp.sympify(c).is_number and c >= 0):
+        if c is None or not (sp.Integer(0) + c).is_number or not c >= 0:
             return r.done(False, "not stable" if c is not None else "cannot prove",
                           f"the implicit step needs r(u, f) = -c u + b(f) with c >= 0; here c = {c} "
                           f"({cite(11)})", statement=cite(11))
@@ -165,6 +172,9 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
                           f"{float(kappa):.3g} is too large for {dtype} ({cite(14)})", statement=cite(5))
     claim = ("||u^(k+1)|| <= ||u^k||" if reaction.empty else
              "||u^(k+1)|| <= max(||u^k||, ||f||) when the data weight is at most c")
+    if ctx.dirichlet_value is not None:
+        claim = (f"||u^(k+1) - b|| <= ||u^k - b|| with the boundary value b = {ctx.dirichlet_value} "
+                 f"({cite(12)})")
     return r.done(True, "stable", f"A(u^k) is positive semidefinite (each term's weights in range) and "
                   f"c = {c} >= 0: the lagged-weight implicit step is unconditionally stable, {claim} "
                   f"({cite(5)})", None, "proof", True, statement=cite(5))

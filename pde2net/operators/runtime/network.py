@@ -64,9 +64,11 @@ class OperatorNet(torch.nn.Module):
     ``(C, *space)`` or ``(B, C, *space)`` for C > 1; output the same shape.  ``f``: the data
     field of a data term, same shape as u (default: u itself, the initial value)."""
 
-    def __init__(self, op: OperatorSum, steps: int, ndim: int, channels: int) -> None:
+    def __init__(self, op: OperatorSum, steps: int, ndim: int, channels: int, offset: float = 0.0) -> None:
         super().__init__()
         self.op, self.steps, self.ndim, self.channels = op, steps, ndim, channels
+        #: the Dirichlet boundary value b: the blocks act on u - b (u = b outside the domain)
+        self.offset = offset
 
     def fields(self, u: torch.Tensor) -> torch.Tensor:
         """u as ``(B, C, *space)``."""
@@ -86,8 +88,12 @@ class OperatorNet(torch.nn.Module):
         data = x if f is None else self.fields(f.to(dtype=x.dtype, device=x.device))
         if data.shape != x.shape:
             raise ValueError(f"the input field has shape {tuple(f.shape)}, the field {tuple(u.shape)}")
+        if self.offset != 0.0:
+            x, data = x - self.offset, data - self.offset
         for _ in range(self.steps if steps is None else steps):
             x = self.block(x, data)
+        if self.offset != 0.0:
+            x = x + self.offset
         return x.reshape(u.shape)
 
     def block(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -97,8 +103,8 @@ class OperatorNet(torch.nn.Module):
 class ExplicitNet(OperatorNet):
     """ResNet blocks ``u - tau (A(u) u - r(u, f))``."""
 
-    def __init__(self, op, steps, ndim, channels, tau: float) -> None:
-        super().__init__(op, steps, ndim, channels)
+    def __init__(self, op, steps, ndim, channels, tau: float, offset: float = 0.0) -> None:
+        super().__init__(op, steps, ndim, channels, offset)
         self.tau = tau
 
     def block(self, u, f):
@@ -109,8 +115,9 @@ class FEDNet(OperatorNet):
     """Per cycle: ``u <- u - tau_i A_G u`` for the FED step sizes (Leja order), the weights G
     frozen at the cycle's start (``frozen``) or recomputed every step."""
 
-    def __init__(self, op, steps, ndim, channels, taus: list, frozen: bool = True) -> None:
-        super().__init__(op, steps, ndim, channels)
+    def __init__(self, op, steps, ndim, channels, taus: list, frozen: bool = True,
+                 offset: float = 0.0) -> None:
+        super().__init__(op, steps, ndim, channels, offset)
         self.taus, self.frozen = taus, frozen
 
     def block(self, u, f):
@@ -123,8 +130,9 @@ class FEDNet(OperatorNet):
 class FSINet(OperatorNet):
     """Per cycle: weights frozen; ``u^(k+1) = a_k (u^k - tau A_G u^k) + (1 - a_k) u^(k-1)``."""
 
-    def __init__(self, op, steps, ndim, channels, tau: float, alphas: list, frozen: bool = True) -> None:
-        super().__init__(op, steps, ndim, channels)
+    def __init__(self, op, steps, ndim, channels, tau: float, alphas: list, frozen: bool = True,
+                 offset: float = 0.0) -> None:
+        super().__init__(op, steps, ndim, channels, offset)
         self.tau, self.alphas, self.frozen = tau, alphas, frozen
 
     def block(self, u, f):
@@ -142,8 +150,9 @@ class ImplicitCGNet(OperatorNet):
     ``b(f) = r(0, f)``).  The solve runs on the right side divided by a power of two >= its max,
     so inner products cannot overflow and the result is the same bits."""
 
-    def __init__(self, op, steps, ndim, channels, tau: float, iterations: int, c: float) -> None:
-        super().__init__(op, steps, ndim, channels)
+    def __init__(self, op, steps, ndim, channels, tau: float, iterations: int, c: float,
+                 offset: float = 0.0) -> None:
+        super().__init__(op, steps, ndim, channels, offset)
         self.tau, self.iterations, self.c = tau, iterations, c
 
     def block(self, u, f):
