@@ -501,11 +501,12 @@ def test_network_end_to_end(line, bnds, reaction, r, tmp_path):
                           torch.tensor(f[None], dtype=torch.float32))[0].numpy()
     assert np.abs(got32 - want).max() <= 1e-5 * scale
     report = prog.stability
+    assert report.verdict == "stable"
     if reaction.startswith("alpha"):  # forcing alpha f + c, k = alpha + beta: 2 / (8 + 2 k)
-        assert report.verdict == "stable"
         assert float(report.tau_max) == pytest.approx(2 / (8 + 2 * 0.75), rel=1e-15)
-    else:  # the isotropic term states no nonnegative stencil (yet): no rule applies
-        assert report.verdict == "cannot prove" and report.tau_max is None
+    else:  # invariant region [-1, 1]: 1 / (W - min R') = 1 / (4 + 2 / eps^2)
+        assert float(report.tau_max) == pytest.approx(1 / (4 + 2 / 4), rel=1e-15)
+        assert report.extra["invariant_region"] == [-1.0, 1.0]
 
 
 def test_examples_compile(examples_dir):
@@ -516,7 +517,8 @@ def test_examples_compile(examples_dir):
     assert tv.verdict == "stable" and float(tv.tau_max) == pytest.approx(2 / (8 + 2 * 0.1), rel=1e-15)
     assert "max(||u^0||_2, ||f||_2)" in tv.reason
     ac = pde2net.load(examples_dir / "allen_cahn.pde").stability
-    assert ac.verdict == "cannot prove" and "nonlinear reaction" in ac.reason
+    assert ac.verdict == "stable" and float(ac.tau_max) == pytest.approx(2 / 9, rel=1e-15)
+    assert "invariant region [-1, 1]" in ac.reason
 
 
 def test_default_data_field_is_the_initial_value():
@@ -639,23 +641,13 @@ def test_invariant_region_is_sound(kind, lo, width, scale, alpha, bx, seed):
             assert np.all(u >= fa - 1e-12 * (1 + abs(fa))) and np.all(u <= fb + 1e-12 * (1 + abs(fb)))
 
 
-def _state_nonnegative_stencil(monkeypatch):
-    """The isotropic term stating its nonnegative stencil (diagonal <= L sum_d 2/h_d^2: two
-    edges per axis, each weight at most L/h_d^2), as docs/theory.md §11 describes it."""
-    from pde2net.operators import isotropic
-
-    def nonnegative_stencil(self, ctx):
-        return sp.simplify(self.g.L * sp.Add(*(2 / h**2 for h in ctx.grid))) if self.g.proven else None
-    monkeypatch.setattr(isotropic.Isotropic, "nonnegative_stencil", nonnegative_stencil, raising=False)
-
-
 @pytest.mark.parametrize("tau, verdict", [("0.2", "stable"), ("0.24", "cannot prove")])
-def test_invariant_region_end_to_end(monkeypatch, examples_dir, capsys, tmp_path, tau, verdict):
-    """With a term stating its nonnegative stencil, Allen-Cahn's report claims the invariant
-    region [-1, 1] for tau <= 1 / (4 + 2 / eps^2) = 2/9; verify checks that claim (inputs in
-    [-1, 1], outputs must stay there) and is consistent; above the bound: "cannot prove"."""
+def test_invariant_region_end_to_end(examples_dir, capsys, tmp_path, tau, verdict):
+    """The isotropic term states its nonnegative stencil (diagonal <= 4 for h = 1, L = 1), so
+    Allen-Cahn's report claims the invariant region [-1, 1] for tau <= 1 / (4 + 2 / eps^2) = 2/9;
+    verify checks that claim (inputs in [-1, 1], outputs must stay there) and is consistent; above
+    the bound: "cannot prove"."""
     _needs_isotropic()
-    _state_nonnegative_stencil(monkeypatch)
     import pde2net
     from pde2net.cli import main
 
@@ -670,3 +662,38 @@ def test_invariant_region_end_to_end(monkeypatch, examples_dir, capsys, tmp_path
     rc = main(["verify", str(path), "--size", "12", "--budget", "0.2"])
     out = capsys.readouterr().out
     assert rc == 0 and "CONSISTENT" in out and "invariant region [-1, 1]" in out
+
+
+ISO_SPECS = [
+    ("div( g(norm(grad(u))^2) * grad(u) )", "field u(x, y)", (1.0, 1.0)),
+    ("div( g(norm(grad(gauss(u, 1)))^2) * grad(u) )", "field u(x, y)", (1.0, 1.0)),
+    ("div( g(norm(grad(u))^2) * grad(u) )", "field u(x, y) channels 2", (1.0, 1.0)),
+]
+
+
+@pytest.mark.parametrize("line, bnds", BOUNDARIES, ids=[b[0] for b in BOUNDARIES])
+@pytest.mark.parametrize("term, field, h", ISO_SPECS, ids=["pm", "catte", "colour"])
+def test_isotropic_stencil_is_nonnegative(term, field, h, line, bnds):
+    """What the isotropic term states for the invariant-region rule, checked on its dense frozen
+    matrices at random inputs: off-diagonal entries <= 0 and diagonal <= L sum_d 2/h_d^2 (with
+    g = PM, L = 1), attained by the linear case at an interior node."""
+    _needs_isotropic()
+    import pde2net
+
+    text = (f"pde iso\nparam lambda = 0.3\n{field}\ndiffusivity g(s2) = 1 / (1 + s2 / lambda^2)\n"
+            f"equation dt(u) = {term} + u - u^3\ngrid h = 1\nsize NX = 6, NY = 5\n{line}\n"
+            f"scheme explicit(tau = 0.1, steps = 2)\n")
+    prog = pde2net.compile_text(text)
+    spec = prog.arch.operator
+    (t,), c = spec.terms, spec.context
+    bound = float(t.nonnegative_stencil(c))
+    assert bound == pytest.approx(sum(2 / x**2 for x in h), rel=1e-15)
+    rng = np.random.default_rng(7)
+    for amp in (1e-3, 0.3, 10.0):
+        u = amp * rng.standard_normal((c.channels, 5, 6))
+        A = t.dense(c, u, u)
+        off = A - np.diag(np.diag(A))
+        assert off.max() <= 1e-15 and np.diag(A).max() <= bound * (1 + 1e-12)
+        if amp == 1e-3:  # g ~ L = 1 everywhere: an interior node's diagonal is the bound
+            assert np.diag(A).max() >= bound * (1 - 1e-3)
+    assert prog.stability.verdict == "stable"
