@@ -272,6 +272,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
     net = net.to(device)
     inputs = _input_fields(named, prog, field, u0, dtype)
+    for what, values in [(args.input or "the bundled test input", data)] + [
+            (f"--input {k}", v.detach().cpu().double().numpy()) for k, v in zip(named, inputs)]:
+        outside = _region_notice(report, values, what)
+        if outside:
+            print(f"warning: {outside}", file=sys.stderr)
     if args.backend == "fused" and device.type == "cpu":
         from .fastpath import accelerate
 
@@ -358,6 +363,22 @@ def _input_options(values: Sequence[str], prog: Program) -> tuple[Optional[str],
         raise PdeError(f"--input gives {len(initial)} initial values ({', '.join(initial)})", None,
                        Source("", initial[1]), "one --input FILE; NAME=FILE for an input field")
     return (initial[0] if initial else None), named
+
+
+def _region_notice(report, values, what: str) -> Optional[str]:
+    """When the verdict claims an invariant region [a, b] (a nonlinear reaction, docs/theory.md
+    §11) and the run's data leave it: the claim does not cover this run."""
+    import numpy as np
+
+    region = report.extra.get("invariant_region") if report.verdict == "stable" else None
+    if region is None or not np.size(values):
+        return None
+    lo, hi = float(np.min(values)), float(np.max(values))
+    a, b = region
+    if a <= lo and hi <= b:
+        return None
+    return (f"{what} has values in [{lo:.6g}, {hi:.6g}], outside the invariant region [{a:.6g}, {b:.6g}] "
+            f"that the stability claim covers: nothing is claimed for this run")
 
 
 def _input_fields(named: dict[str, str], prog: Program, field, u0, dtype) -> list:

@@ -697,3 +697,19 @@ def test_isotropic_stencil_is_nonnegative(term, field, h, line, bnds):
         if amp == 1e-3:  # g ~ L = 1 everywhere: an interior node's diagonal is the bound
             assert np.diag(A).max() >= bound * (1 - 1e-3)
     assert prog.stability.verdict == "stable"
+
+
+def test_run_warns_outside_the_invariant_region(examples_dir, tmp_path, capsys):
+    """A run whose input leaves [-1, 1] is told that the claim does not cover it (and the cubic
+    then blows up: exit status 1); an input inside gets no warning."""
+    _needs_isotropic()
+    from pde2net.cli import main
+
+    big, small = tmp_path / "big.npy", tmp_path / "small.npy"
+    rng = np.random.default_rng(8)
+    np.save(big, 3 * rng.standard_normal((16, 16)))
+    np.save(small, rng.uniform(-1, 1, (16, 16)))
+    assert main(["run", str(examples_dir / "allen_cahn.pde"), "--input", str(big)]) == 1
+    assert "outside the invariant region [-1, 1]" in capsys.readouterr().err
+    assert main(["run", str(examples_dir / "allen_cahn.pde"), "--input", str(small)]) == 0
+    assert "invariant region" not in capsys.readouterr().err
