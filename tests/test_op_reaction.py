@@ -713,3 +713,21 @@ def test_run_warns_outside_the_invariant_region(examples_dir, tmp_path, capsys):
     assert "outside the invariant region [-1, 1]" in capsys.readouterr().err
     assert main(["run", str(examples_dir / "allen_cahn.pde"), "--input", str(small)]) == 0
     assert "invariant region" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reaction", ["0.3 - 0.2 * u", "alpha * (f - u) - 0.2 * u + 0.3"])
+def test_verify_checks_the_forcing_claim(reaction, tmp_path, capsys):
+    """A constant source with damping: the claim is ||u_K|| <= max(||u_0||, ||(alpha f + c)/k||),
+    which exceeds ||u_0|| for small inputs; verify checks that claim and is consistent."""
+    _needs_isotropic()
+    import pde2net
+    from pde2net.cli import main
+
+    text = (f"pde t\nparam alpha = 0.5\nfield u(x, y)\ninput f(x, y)\nequation dt(u) = laplace(u) + "
+            f"{reaction}\nsize NX = 8, NY = 8\nscheme explicit(tau = 0.1, steps = 30)\n")
+    report = pde2net.compile_text(text).stability
+    assert report.verdict == "stable" and report.extra["bounded_by_forcing"][1] == pytest.approx(0.3)
+    path = tmp_path / "forcing.pde"
+    path.write_text(text)
+    assert main(["verify", str(path), "--budget", "0.2"]) == 0
+    assert "max(||u_0||, ||g||)" in capsys.readouterr().out

@@ -337,6 +337,8 @@ class ReactionClaim:
     tight: bool = False
     #: (a, b): the claim is the invariant region [a, b] (not a norm bound)
     region: Optional[tuple] = None
+    #: (alpha, c, k): the claim is ||u^n|| <= max(||u^0||, ||(alpha f + c) / k||), c != 0
+    forcing: Optional[tuple] = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.tau_max, self.statement, self.verdict, self.reason, self.hypotheses))
@@ -393,7 +395,8 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     hyps = (base,) + signs + (_hyp("k = alpha + beta > 0", True, f"k = {k}"),
                               _hyp("f fixed during the run", True,
                                    "the data field is an input of every block"))
-    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=True)
+    return ReactionClaim(tau, statement, "stable", reason, hyps, tight=True,
+                         forcing=(c.alpha, c.c, k) if c.c != 0 else None)
 
 
 def _homogeneous_words(c: Coefficients, data_zero: bool) -> str:
@@ -598,7 +601,7 @@ class ReactionFamily:
             "negative" if claim.verdict == "not stable" else "unknown"
         statement = claim.statement or claim.verdict
         return base.ReactionBound(claim.tau_max, failure, statement, claim.reason, claim.section,
-                                  tuple(claim.hypotheses), claim.region)
+                                  tuple(claim.hypotheses), claim.region, claim.forcing)
 
     def torch_reaction(self, reaction: Reaction, ctx: Context) -> Any:
         return torch_reaction(reaction, ctx)

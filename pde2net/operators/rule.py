@@ -107,6 +107,8 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if not reaction.empty:
         rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx, terms=r.arch.operator.terms)
         r.hypotheses.extend(dict(h) for h in rb.hypotheses)
+        if getattr(rb, "forcing", None) is not None:  # ||u^n|| <= max(||u^0||, ||g||): verify's claim
+            r.extra["bounded_by_forcing"] = [float(x) for x in rb.forcing]
         if getattr(rb, "region", None) is not None:  # the claim verify checks (docs/theory.md §11)
             r.extra["invariant_region"] = [float(x) for x in rb.region]
             if _le(r.tau, rb.tau_max) is not True:  # the region may be left; no norm statement
