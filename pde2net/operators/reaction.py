@@ -399,6 +399,28 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
                          forcing=(c.alpha, c.c, k) if c.c != 0 else None)
 
 
+def implicit_bound(reaction: Reaction, ctx: Context) -> ReactionClaim:
+    """The statement of the lagged-weight implicit step ``(I + tau (A + k I)) u+ = u + tau (alpha f
+    + c)`` (docs/theory.md §5, §11), for every tau: with ``k = alpha + beta > 0`` the solve is
+    ``u+ = M u + tau k M g``, M symmetric with spectrum in (0, 1/(1 + tau k)], so
+    ``||u+|| <= (||u|| + tau k ||g||) / (1 + tau k) <= max(||u||, ||g||)``, g = (alpha f + c) / k;
+    without forcing ``||u+|| <= ||u||``.  A source (beta < 0, or c != 0 with k = 0): as for the
+    explicit step, constants grow ("not stable" under neumann / periodic, else "cannot prove").
+    ``tau_max`` is None: there is no step bound."""
+    c = coefficients(reaction, ctx)
+    if reaction.nonlinear is not None:
+        return ReactionClaim(None, "", "cannot prove", "cannot prove: the implicit step needs a "
+                             f"linear reaction ({SECTION})")
+    growth = _growth(c, ctx)
+    if growth is not None:
+        return growth
+    forcing = c.alpha != 0 or c.c != 0
+    statement = (f"||u^(n+1)|| <= max(||u^n||, {_forcing_words(c, reaction)}) for every tau"
+                 if forcing and c.k > 0 else "||u^(n+1)|| <= ||u^n|| for every tau")
+    return ReactionClaim(None, statement, "stable", f"{statement} ({SECTION})",
+                         forcing=(c.alpha, c.c, c.k) if c.c != 0 else None)
+
+
 def _homogeneous_words(c: Coefficients, data_zero: bool) -> str:
     parts = []
     if c.alpha != 0:
@@ -457,11 +479,12 @@ def _growth(c: Coefficients, ctx: Context) -> Optional[ReactionClaim]:
     if kernel:  # c != 0, k = 0: the mean grows linearly
         return ReactionClaim(
             None, f"mean(u^n) = mean(u^0) + {c.c} n tau exactly (no bound on ||u^n||); what holds: "
-            f"||u^n - {c.c} t_n||_2 <= ||u^0||_2 for tau <= 2 / lam", "not stable",
+            f"||u^n - {c.c} t_n||_2 <= ||u^0||_2 for tau <= 2 / lam (explicit; every tau for the "
+            f"implicit step)", "not stable",
             f"not stable: the constant source c = {c.c} without decay or data term: 1^T A(u) = 0, "
             f"so the mean of u grows as c t for every tau and ||u|| is unbounded. Since A(u + s 1) = "
             f"A(u), u - c t follows the scheme without source and is non-increasing in norm for "
-            f"tau <= 2 / lam ({SECTION})", (hyp,))
+            f"tau <= 2 / lam (explicit; every tau for the implicit step) ({SECTION})", (hyp,))
     return ReactionClaim(
         None, "", "cannot prove",
         f"cannot prove: a constant source c = {c.c} without decay or data term under dirichlet "
@@ -602,6 +625,14 @@ class ReactionFamily:
         statement = claim.statement or claim.verdict
         return base.ReactionBound(claim.tau_max, failure, statement, claim.reason, claim.section,
                                   tuple(claim.hypotheses), claim.region, claim.forcing)
+
+    def implicit(self, reaction: Reaction, ctx: Context) -> base.ReactionBound:
+        """:func:`implicit_bound` in the report's form (``failure`` as in :meth:`bound`)."""
+        claim = implicit_bound(reaction, ctx)
+        failure = "" if claim.verdict == "stable" else \
+            "negative" if claim.verdict == "not stable" else "unknown"
+        return base.ReactionBound(None, failure, claim.statement, claim.reason, claim.section,
+                                  tuple(claim.hypotheses), None, claim.forcing)
 
     def torch_reaction(self, reaction: Reaction, ctx: Context) -> Any:
         return torch_reaction(reaction, ctx)

@@ -155,8 +155,15 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     sch: Implicit = r.arch.scheme
     reaction = r.arch.operator.reaction
     c = sp.Integer(0)
+    implicit_claim = None
     if not reaction.empty:
         fam = REACTION_FAMILY[0]
+        implicit_claim = fam.implicit(reaction, ctx) if hasattr(fam, "implicit") else None
+        if implicit_claim is not None and implicit_claim.failure:  # a source: constants grow
+            return r.done(False, "not stable" if implicit_claim.failure == "negative" else "cannot prove",
+                          implicit_claim.reason, statement=implicit_claim.section)
+        if implicit_claim is not None and implicit_claim.forcing is not None:
+            r.extra["bounded_by_forcing"] = [float(x) for x in implicit_claim.forcing]
         c = fam.linear_coefficient(reaction, ctx)
         if c is None or not (sp.Integer(0) + c).is_number or not c >= 0:
             return r.done(False, "not stable" if c is not None else "cannot prove",
@@ -172,7 +179,8 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
         if not holds:
             return r.done(False, "cannot prove", f"cannot prove: the CG solve's condition number "
                           f"{float(kappa):.3g} is too large for {dtype} ({cite(14)})", statement=cite(5))
-    claim = ("||u^(k+1)|| <= ||u^k||" if reaction.empty else
+    claim = ("||u^(k+1)|| <= ||u^k||" if reaction.empty else implicit_claim.statement
+             if implicit_claim is not None else
              "||u^(k+1)|| <= max(||u^k||, ||f||) when the data weight is at most c")
     if ctx.dirichlet_value is not None:
         claim = (f"||u^(k+1) - b|| <= ||u^k - b|| with the boundary value b = {ctx.dirichlet_value} "
