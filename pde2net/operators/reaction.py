@@ -359,8 +359,8 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     are about the explicit step; a nonlinear reaction under another scheme is "cannot prove"."""
     c = coefficients(reaction, ctx)
     forcing = (c.alpha != 0 and not data_zero) or c.c != 0
-    base = _hyp("A(u) symmetric positive semidefinite, lambda_max(A(u)) <= lam for every frozen u",
-                lam is not None, f"lam = {lam}" if lam is not None else "no proven bound on lambda_max(A)")
+    psd = _hyp("A(u) symmetric positive semidefinite, lambda_max(A(u)) <= lam for every frozen u",
+               lam is not None, f"lam = {lam}" if lam is not None else "no proven bound on lambda_max(A)")
     if reaction.nonlinear is not None:
         return invariant_region(reaction, lam, ctx, terms, scheme)
     growth = _growth(c, ctx)
@@ -368,7 +368,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
         return growth
     if lam is None:
         return ReactionClaim(None, "", "cannot prove", "cannot prove: no proven bound on "
-                             "lambda_max(A) of the diffusion terms", (base,))
+                             "lambda_max(A) of the diffusion terms", (psd,))
     k = c.k  # f = 0 removes the forcing, not the damping -alpha u
     signs = (_hyp("alpha >= 0", c.alpha >= 0, f"alpha = {c.alpha}"),
              _hyp("beta >= 0 (decay, not a source)", c.beta >= 0, f"beta = {c.beta}"))
@@ -379,12 +379,12 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
         reason = (f"{what}: u+ = (I - tau (A + k I)) u with k = {k} has spectrum in "
                   f"[1 - tau (lam + k), 1], so ||u+|| <= ||u|| iff tau <= 2 / (lam + k) "
                   f"({SECTION}; sharp: the top eigenvector grows just above it)")
-        return ReactionClaim(tau, statement, "stable", reason, (base,) + signs, tight=True)
+        return ReactionClaim(tau, statement, "stable", reason, (psd,) + signs, tight=True)
     tau = sp.Integer(2) / (lam + 2 * k)
     target = _forcing_words(c, reaction)
+    not_monotone = f": ||u^n - {reaction.input}|| is not monotone" if c.alpha != 0 else ""
     statement = (f"||u^n||_2 <= max(||u^0||_2, {target}) for every n, for tau <= 2 / (lam + 2 k) "
-                 f"= {tau} with k = alpha + beta = {k} (a bound, not a decrease: "
-                 f"||u^n - f|| is not monotone)")
+                 f"= {tau} with k = alpha + beta = {k} (a bound, not a decrease{not_monotone})")
     reason = (f"forcing {_forcing_text(c, reaction)}: u+ = M u + tau k g with M = I - tau (A + k I), "
               f"g = (alpha f + c) / k; for tau <= 2 / (lam + 2 k) the spectrum of M lies in "
               f"[-(1 - tau k), 1 - tau k], so ||u+|| <= (1 - tau k) ||u|| + tau k ||g|| <= "
@@ -392,7 +392,7 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
               f"step exceeds the max). Claimed: the bounded statement, for every f; with f = 0 the "
               f"larger step 2 / (lam + k) = {sp.Integer(2) / (lam + k)} would give a non-increasing "
               f"||u||, which is not claimed")
-    hyps = (base,) + signs + (_hyp("k = alpha + beta > 0", True, f"k = {k}"),
+    hyps = (psd,) + signs + (_hyp("k = alpha + beta > 0", True, f"k = {k}"),
                               _hyp("f fixed during the run", True,
                                    "the data field is an input of every block"))
     return ReactionClaim(tau, statement, "stable", reason, hyps, tight=True,
