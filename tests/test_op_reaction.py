@@ -778,3 +778,38 @@ def test_implicit_end_to_end(reaction, verdict, tmp_path):
     path = tmp_path / "implicit.pde"
     path.write_text(text)
     assert main(["verify", str(path), "--budget", "0.2"]) == 0
+
+
+AXIS_SPECS = [
+    ("dx(g(dx(u)^2) * dx(u)) + dy(g(dy(u)^2) * dy(u))", "grid hx = 1, hy = 2", 2 / 1 + 2 / 4, True),
+    ("dxx(u) + dy(g(dy(u)^2) * dy(u))", "grid hx = 1, hy = 2", 2 / 1 + 2 / 4, True),
+    ("-dxx(g(dxx(u)^2) * dxx(u)) + dyy(u)", "grid h = 1", None, False),  # order 2: positive entries
+]
+
+
+@pytest.mark.parametrize("line, bnds", BOUNDARIES, ids=[b[0] for b in BOUNDARIES])
+@pytest.mark.parametrize("terms, grid, W, stated", AXIS_SPECS, ids=["pm", "mixed", "fourth"])
+def test_axis_stencil_is_nonnegative(terms, grid, W, stated, line, bnds):
+    """The per-axis second-order terms state a nonnegative stencil (diagonal <= 2 L / h_d^2 each);
+    checked on their dense frozen matrices; an order-2 term does not state one (its matrix has
+    positive off-diagonal entries), so Allen-Cahn with it is "cannot prove"."""
+    pytest.importorskip("pde2net.operators.axis")
+    import pde2net
+
+    text = (f"pde ax\nparam lambda = 0.3\nfield u(x, y)\ndiffusivity g(s2) = 1 / (1 + s2 / lambda^2)\n"
+            f"equation dt(u) = {terms} + u - u^3\n{grid}\nsize NX = 6, NY = 5\n{line}\n"
+            f"scheme explicit(tau = 0.01, steps = 2)\n")
+    prog = pde2net.compile_text(text)
+    spec = prog.arch.operator
+    c = spec.context
+    rng = np.random.default_rng(10)
+    u = 0.3 * rng.standard_normal((1, 5, 6))
+    A = sum(t.dense(c, u, u) for t in spec.terms)
+    off = A - np.diag(np.diag(A))
+    if stated:
+        assert sum(float(t.nonnegative_stencil(c)) for t in spec.terms) == pytest.approx(W, rel=1e-15)
+        assert off.max() <= 1e-15 and np.diag(A).max() <= W * (1 + 1e-12)
+        assert prog.stability.verdict == "stable"
+        assert float(prog.stability.tau_max) == pytest.approx(1 / (W + 2), rel=1e-15)
+    else:
+        assert off.max() > 0.1 and prog.stability.verdict == "cannot prove"
