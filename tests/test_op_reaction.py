@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pde2net.errors import PdeError, Pos, Source
 from pde2net.operators import base
@@ -137,7 +139,8 @@ def test_decay_and_source_bounds_are_the_closed_forms():
     # constant with decay = data towards c/beta: bounded by max(||u0||, ||c/beta||)
     b = bound(C - BETA * U)
     assert b.verdict == "stable" and b.tau_max == 2 / (LAM + 2 * beta)
-    assert "sqrt(n)" in b.statement
+    assert "sqrt(n)" in b.statement and f"|{cval / beta}|" in b.statement
+    assert b.forcing == (0, cval, beta)  # verify checks ||u_K|| <= max(||u_0||, ||c / beta||)
 
 
 @pytest.mark.parametrize("boundaries, verdict", [
@@ -534,9 +537,6 @@ def test_default_data_field_is_the_initial_value():
 
 
 # ------------------------------------------------------------- soundness (hypothesis property)
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 SOUND = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=list(HealthCheck))
 RATS = (0, sp.Rational(1, 5), sp.Rational(1, 2), 1, 5)
