@@ -1050,8 +1050,8 @@ def verify_operator(prog, size: Optional[int], seed: int, budget: float) -> Veri
     forcing = report.extra.get("bounded_by_forcing")
     if forcing is not None:  # a constant source: the claim is ||u_K|| <= max(||u_0||, ||g||)
         grow = _growth_forcing(u0.reshape(len(cases), -1), uk, *forcing)
-        notes.append(f"the claim is ||u_K|| <= max(||u_0||, ||g||) with g = (alpha f + c) / k, "
-                     f"f = u_0 (docs/theory.md §11): 'growth' is ||u_K|| / that maximum")
+        notes.append("the claim is ||u_K|| <= max(||u_0||, ||g||) with g = (alpha f + c) / k, "
+                     "f = u_0 (docs/theory.md §11): 'growth' is ||u_K|| / that maximum")
     nonfinite = _nonfinite_rows(uk)
     families: dict[str, dict[str, Any]] = {}
     for (fam, amp, _), g, nf in zip(cases, grow, nonfinite):
