@@ -813,3 +813,12 @@ def test_axis_stencil_is_nonnegative(terms, grid, W, stated, line, bnds):
         assert float(prog.stability.tau_max) == pytest.approx(1 / (W + 2), rel=1e-15)
     else:
         assert off.max() > 0.1 and prog.stability.verdict == "cannot prove"
+
+
+@pytest.mark.parametrize("value", ["1e39", "1e-39"])
+def test_coefficients_outside_float32_cannot_prove(value):
+    """A data weight that float32 cannot hold (inf, or flushed to 0) makes no claim."""
+    c = ctx(values={**VALUES, "alpha": sp.Rational(value)})
+    rx = R.reaction_of(ALPHA * (F - U), c)
+    for claim in (R.reaction_bound(rx, LAM, c), R.implicit_bound(rx, c)):
+        assert claim.verdict == "cannot prove" and "float32" in claim.reason

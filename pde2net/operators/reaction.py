@@ -358,6 +358,9 @@ def reaction_bound(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context, ter
     needed only by the invariant-region rule of a nonlinear reaction.  ``scheme``: the statements
     are about the explicit step; a nonlinear reaction under another scheme is "cannot prove"."""
     c = coefficients(reaction, ctx)
+    unsafe = _float_unsafe(reaction, ctx)
+    if unsafe:
+        return ReactionClaim(None, "", "cannot prove", f"cannot prove: {unsafe}")
     forcing = (c.alpha != 0 and not data_zero) or c.c != 0
     psd = _hyp("A(u) symmetric positive semidefinite, lambda_max(A(u)) <= lam for every frozen u",
                lam is not None, f"lam = {lam}" if lam is not None else "no proven bound on lambda_max(A)")
@@ -408,6 +411,9 @@ def implicit_bound(reaction: Reaction, ctx: Context) -> ReactionClaim:
     explicit step, constants grow ("not stable" under neumann / periodic, else "cannot prove").
     ``tau_max`` is None: there is no step bound."""
     c = coefficients(reaction, ctx)
+    unsafe = _float_unsafe(reaction, ctx)
+    if unsafe:
+        return ReactionClaim(None, "", "cannot prove", f"cannot prove: {unsafe}")
     if reaction.nonlinear is not None:
         return ReactionClaim(None, "", "cannot prove", "cannot prove: the implicit step needs a "
                              f"linear reaction ({SECTION})")
@@ -419,6 +425,17 @@ def implicit_bound(reaction: Reaction, ctx: Context) -> ReactionClaim:
                  if forcing and c.k > 0 else "||u^(n+1)|| <= ||u^n|| for every tau")
     return ReactionClaim(None, statement, "stable", f"{statement} ({SECTION})",
                          forcing=(c.alpha, c.c, c.k) if c.c != 0 else None)
+
+
+def _float_unsafe(reaction: Reaction, ctx: Context) -> str:
+    """Why the network cannot hold the reaction's coefficients in float32 (the narrowest dtype a
+    run uses): a nonzero value outside float32's normal range becomes inf or is flushed to 0, and
+    the step the report proves is then not the step the network takes.  Empty when they fit."""
+    for name, v in zip(("decay", "data weight", "constant source"), coefficient_floats(reaction, ctx)):
+        if v != 0 and not exprs.FLOAT32_TINY <= abs(v) <= exprs.FLOAT32_MAX:
+            return (f"the reaction's {name} {v:g} is outside float32's normal range "
+                    f"[{exprs.FLOAT32_TINY:.3g}, {exprs.FLOAT32_MAX:.3g}] ({SECTION})")
+    return ""
 
 
 def _homogeneous_words(c: Coefficients, data_zero: bool) -> str:
