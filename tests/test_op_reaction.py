@@ -822,3 +822,10 @@ def test_coefficients_outside_float32_cannot_prove(value):
     rx = R.reaction_of(ALPHA * (F - U), c)
     for claim in (R.reaction_bound(rx, LAM, c), R.implicit_bound(rx, c)):
         assert claim.verdict == "cannot prove" and "float32" in claim.reason
+
+
+def test_invariant_region_needs_float32_values():
+    """(u - u^3) / eps^2 with eps = 1e-30 overflows float32 on [-1, 1]: no claim."""
+    c = ctx(values={**VALUES, "eps": sp.Rational("1e-30")})
+    claim = R.reaction_bound(R.reaction_of((U - U**3) / EPS**2, c), LAM, c, terms=(FivePoint(),))
+    assert claim.verdict == "cannot prove" and "float32" in claim.reason

@@ -558,6 +558,9 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
         return ReactionClaim(None, "", "cannot prove",
                              f"{no}; with dirichlet boundaries the ghost value 0 must lie in the "
                              f"invariant interval [{a}, {b}]")
+    overflow = _float32_overflow(reaction, ctx, a, b)
+    if overflow:
+        return ReactionClaim(None, "", "cannot prove", f"{no}; {overflow}")
     m, exact = _min_on(sp.diff(R, v), v, a, b)
     W = sp.nsimplify(sum(diagonals, sp.Integer(0)))
     denom = sp.simplify(W + c.alpha - m)
@@ -587,6 +590,21 @@ def invariant_region(reaction: Reaction, lam: Optional[sp.Expr], ctx: Context,
              "u^0" + (f" and {reaction.input}" if c.alpha != 0 else "") + " outside it: no claim"),
     )
     return ReactionClaim(tau, statement, "stable", reason, hyps, tight=False, region=(a, b))
+
+
+def _float32_overflow(reaction: Reaction, ctx: Context, a: sp.Expr, b: sp.Expr) -> str:
+    """Why float32 cannot evaluate N(u) on [a, b] (its op tree at 257 points and the ends gives a
+    non-finite value), empty when it can: the invariant region is about the network's values."""
+    import numpy as np
+
+    u = np.linspace(float(a), float(b), 257, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        n = exprs.evaluate(nonlinear_op(reaction.nonlinear, ctx), {**_floats(ctx), U_VAR: u},
+                           exprs.LIBS["numpy"]())
+        n = np.asarray(n, dtype=np.float32) * np.float32(1)
+    if np.all(np.isfinite(n)):
+        return ""
+    return f"N(u) = {_plain(reaction.nonlinear, ctx)} is not finite in float32 on [{a}, {b}]"
 
 
 def _roots(R: sp.Expr, v: sp.Symbol) -> Optional[tuple[sp.Expr, sp.Expr]]:
