@@ -23,8 +23,13 @@ statement it proves, for the statements of docs/theory.md §11:
 - a nonlinear N: no Euclidean statement; the invariant-region rule (:func:`invariant_region`)
   when every term states a nonnegative stencil, else "cannot prove".
 
+:func:`implicit_bound` states what the lagged-weight implicit step proves for every tau.  A claim
+that is not a decrease of ``||u||`` travels in the report (``invariant_region``,
+``bounded_by_forcing``) so that ``pde2net verify`` checks the claim that is made.
+
 The emitters build :class:`pde2net.operators.runtime.reaction.Reaction` (live) and print the same
-object for the standalone source (:func:`reaction_source`).
+object for the standalone source (:func:`reaction_source`); :class:`ReactionFamily` is the object
+registered with :func:`pde2net.operators.base.register_reaction`.
 """
 from __future__ import annotations
 
