@@ -143,12 +143,18 @@ def _explicit_like(r: _Report, tau_max: sp.Expr, claim: str, statement: str, rul
     if ok is None:
         return r.done(False, "cannot prove", "cannot prove: tau is within 1e-45 of the bound", tau_max)
     if not ok:
-        return r.done(False, "not stable", f"tau = {float(tau):.6g} exceeds the bound {float(tau_max):.6g} "
+        return r.done(False, "not stable", f"tau = {_close(tau, tau_max)} exceeds the bound {tau_max} "
                       f"({rule}, lambda_max(A) <= {r.lam}); above it small inputs along the top "
                       f"eigenvector grow ({statement})", tau_max)
     return r.done(True, "stable", f"every term's weights are proven in range, lambda_max(A) <= {r.lam}, "
                   f"and tau = {float(tau):.6g} <= {float(tau_max):.6g}: {claim}", tau_max, "proof",
                   statement=statement)
+
+
+def _close(tau: sp.Expr, bound: sp.Expr) -> str:
+    """tau for a message: 6 digits, or every digit when 6 would print it equal to the bound."""
+    short = f"{float(tau):.6g}"
+    return short if short != f"{float(bound):.6g}" else f"{tau} (= {float(tau)!r})"
 
 
 def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
