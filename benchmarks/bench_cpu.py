@@ -3,6 +3,8 @@
     python benchmarks/bench_cpu.py                   # 1D 64 x 4096 and 2D 4 x 512 x 512, f32 + f64
     python benchmarks/bench_cpu.py --quick           # fewer repetitions (a smoke run)
     python benchmarks/bench_cpu.py --write           # also update the table in benchmarks/RESULTS.md
+    python benchmarks/bench_cpu.py --operators       # only the operator-model rows (several minutes)
+    python benchmarks/bench_cpu.py --operators eed,you_kaveh --no-compile   # a subset, eager only
 
 Rows: pde2net ``compile=True`` (on the CPU the generated C++ kernel of pde2net.fastpath, what
 users get), the torch.compile'd step it replaced (the same network's class forward), the eager
@@ -10,6 +12,15 @@ modules, hand-written torch and NumPy, and Devito (1D; 2D in two formulations, f
 at the shifted points or stored in Functions first: take the better).  The kernel's g++ time is a
 note (0 when it is already in the per-user cache; set PDE2NET_CACHE to an empty directory to see
 it).  Run once with ``--threads 1`` and once with ``--threads 2``.
+
+Operator rows (``--operators``, not part of the default run: with torch.compile they take several
+minutes): for EED, the 3D heat equation, a 3D Perona-Malik (spec text in this file), colour
+Perona-Malik, Catte et al., TV with a data term and You-Kaveh (the examples), pde2net's live
+network (eager, and ``compile=True``: its block in torch.compile) against the same scheme written
+by hand in torch (eager and torch.compile'd), float32 on 4 x 256 x 256 (colour 1 x 3 x 256 x 256;
+3D 2 x 64 x 64 x 64), all checked against the hand-written step in float64 (column "max err"; a
+note gives pde2net's float64 network against it: rounding level, so the two are the same
+scheme), ratios to the hand-written row of the same mode.
 
 One process, one table.  Every row computes the same scheme (examples/perona_malik.pde and
 examples/perona_malik_2d.pde: zero-flux forward differences, Phi(s) = s / (1 + s^2/lambda^2)) and is
@@ -26,6 +37,7 @@ py-pde (numba backend, float64, one signal at a time: its grid holds one field) 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -280,6 +292,151 @@ def devito_rows_2d(u0: np.ndarray, lam: float, tau: float):
     return out
 
 
+# ------------------------------------------------------------- operator rows: hand-written steps
+# The operator model (pde2net/operators): each example's scheme written by hand in torch, the way a
+# researcher would (F.pad / slicing, a symmetric pad for the mirror boundary), on (B, C, *space)
+# with x the last dim.  Every example uses the zero-flux (neumann) boundary and h = 1.
+
+def mirror_pad(u: torch.Tensor, dim: int, r: int) -> torch.Tensor:
+    """u extended by r points on both sides of ``dim`` with u_(-1-k) = u_k (the zero-flux mirror)."""
+    n = u.shape[dim]
+    return torch.cat([u.narrow(dim, 0, r).flip(dim), u, u.narrow(dim, n - r, r).flip(dim)], dim=dim)
+
+
+def gauss_kernel(sigma: float, truncate: float = 3.0) -> list[float]:
+    """exp(-k^2 / (2 sigma^2)) for |k| <= truncate sigma (h = 1), normalised to sum 1."""
+    r = int(truncate * sigma)
+    w = [math.exp(-k * k / (2.0 * sigma * sigma)) for k in range(-r, r + 1)]
+    return [x / sum(w) for x in w]
+
+
+def gauss_2d(weights: list[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Separable Gaussian smoothing of (B, C, H, W), mirrored at the edges: two conv2d."""
+    r = len(weights) // 2
+
+    def smooth(u: torch.Tensor) -> torch.Tensor:
+        k = torch.tensor(weights, dtype=u.dtype)
+        b, c, h, w = u.shape
+        v = mirror_pad(mirror_pad(u.reshape(b * c, 1, h, w), -1, r), -2, r)
+        v = F.conv2d(v, k.reshape(1, 1, 1, -1))
+        return F.conv2d(v, k.reshape(1, 1, -1, 1)).reshape(b, c, h, w)
+    return smooth
+
+
+def grad_2d(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences, zero across the far edge (the flux grid of the zero-flux boundary)."""
+    return (F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1)), F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1)))
+
+
+def div_2d(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    """-(D^T): the backward-difference divergence of fluxes that vanish across the far edge."""
+    fx, fy = F.pad(fx, (1, 0)), F.pad(fy, (0, 0, 1, 0))
+    return fx[..., :, 1:] - fx[..., :, :-1] + fy[..., 1:, :] - fy[..., :-1, :]
+
+
+def hand_pm_2d(lam: float, tau: float, sigma: Optional[float] = None) -> Callable:
+    """Perona-Malik, g(s2) = 1 / (1 + s2 / lambda^2) joint over the channels (colour PM); with
+    sigma, Catte et al.: g sees the gradient of the Gaussian-smoothed image."""
+    c = 1.0 / lam ** 2
+    smooth = gauss_2d(gauss_kernel(sigma)) if sigma is not None else None
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        dx, dy = grad_2d(u)
+        sx, sy = grad_2d(smooth(u)) if smooth is not None else (dx, dy)
+        g = 1 / (1 + c * (sx * sx + sy * sy).sum(dim=1, keepdim=True))
+        return u + tau * div_2d(g * dx, g * dy)
+    return step
+
+
+def hand_tv(eps: float, alpha: float, tau: float) -> Callable:
+    """Regularised TV flow with a data term: u + tau (div(g grad u) + alpha (f - u)),
+    g = 1 / sqrt(1 + |grad u|^2 / eps^2); f = u0 (the first argument the row passes)."""
+    c = 1.0 / eps ** 2
+
+    def step(u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        dx, dy = grad_2d(u)
+        g = torch.rsqrt(1 + c * (dx * dx + dy * dy))
+        return u + tau * (div_2d(g * dx, g * dy) + alpha * (f - u))
+    return step
+
+
+def hand_you_kaveh(lam: float, tau: float) -> Callable:
+    """u - tau Lap(g((Lap u)^2) Lap u), Lap the 5-point zero-flux Laplacian (-D^T D)."""
+    c = 1.0 / lam ** 2
+
+    def lap(u: torch.Tensor) -> torch.Tensor:
+        return div_2d(*grad_2d(u))
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        s = lap(u)
+        return u - tau * lap(s / (1 + c * s * s))
+    return step
+
+
+def grad_3d(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (F.pad(u[..., 1:] - u[..., :-1], (0, 1)),
+            F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1)),
+            F.pad(u[..., 1:, :, :] - u[..., :-1, :, :], (0, 0, 0, 0, 0, 1)))
+
+
+def div_3d(fx: torch.Tensor, fy: torch.Tensor, fz: torch.Tensor) -> torch.Tensor:
+    fx, fy, fz = F.pad(fx, (1, 0)), F.pad(fy, (0, 0, 1, 0)), F.pad(fz, (0, 0, 0, 0, 1, 0))
+    return (fx[..., 1:] - fx[..., :-1] + fy[..., 1:, :] - fy[..., :-1, :]
+            + fz[..., 1:, :, :] - fz[..., :-1, :, :])
+
+
+def hand_heat_3d(tau: float) -> Callable:
+    """u + tau Lap u, the 7-point zero-flux Laplacian."""
+    def step(u: torch.Tensor) -> torch.Tensor:
+        return u + tau * div_3d(*grad_3d(u))
+    return step
+
+
+def hand_pm_3d(lam: float, tau: float) -> Callable:
+    c = 1.0 / lam ** 2
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        dx, dy, dz = grad_3d(u)
+        g = 1 / (1 + c * (dx * dx + dy * dy + dz * dz))
+        return u + tau * div_3d(g * dx, g * dy, g * dz)
+    return step
+
+
+def hand_eed(lam: float, sigma: float, C: float, delta: float, tau: float) -> Callable:
+    """Edge-enhancing diffusion with Weickert's g(s2) = 1 - exp(-C / (s2 / lambda^2)^4): the tensor
+    T = I + (g - 1) v v^T / |v|^2 of v = central gradient of the smoothed image (mirrored); the
+    2x2 cell means of T split into x, y and two diagonal weights (diagonal mass m = delta (a + c) / 2):
+    w1 = a - m, w2 = c - m, w3 = m + b, w4 = m - b; an axis edge gets half of each cell beside it."""
+    smooth = gauss_2d(gauss_kernel(sigma))
+
+    def cells(t: torch.Tensor) -> torch.Tensor:
+        return 0.25 * (t[..., :-1, :-1] + t[..., :-1, 1:] + t[..., 1:, :-1] + t[..., 1:, 1:])
+
+    def step(u: torch.Tensor) -> torch.Tensor:
+        us = mirror_pad(mirror_pad(smooth(u), -1, 1), -2, 1)
+        vx = 0.5 * (us[..., 1:-1, 2:] - us[..., 1:-1, :-2])
+        vy = 0.5 * (us[..., 2:, 1:-1] - us[..., :-2, 1:-1])
+        s2 = vx * vx + vy * vy
+        gm1 = -torch.exp(-C / (s2 / lam ** 2) ** 4)  # g - 1 (g(0) = 1)
+        k = gm1 / s2.clamp_min(torch.finfo(u.dtype).tiny)
+        a, b, c = cells(1 + k * vx * vx), cells(k * vx * vy), cells(1 + k * vy * vy)
+        m = (0.5 * delta) * (a + c)
+        w1 = F.pad(a - m, (0, 0, 1, 1))
+        w2 = F.pad(c - m, (1, 1))
+        gx = 0.5 * (w1[..., 1:, :] + w1[..., :-1, :])
+        gy = 0.5 * (w2[..., :, 1:] + w2[..., :, :-1])
+        fx = gx * (u[..., :, 1:] - u[..., :, :-1])
+        fy = gy * (u[..., 1:, :] - u[..., :-1, :])
+        f3 = 0.5 * (m + b) * (u[..., 1:, 1:] - u[..., :-1, :-1])   # |o|^2 = 2 on the diagonals
+        f4 = 0.5 * (m - b) * (u[..., :-1, 1:] - u[..., 1:, :-1])
+        # each edge's flux leaves its upper end and enters its lower end
+        div = (F.pad(fx, (0, 1)) - F.pad(fx, (1, 0)) + F.pad(fy, (0, 0, 0, 1)) - F.pad(fy, (0, 0, 1, 0))
+               + F.pad(f3, (0, 1, 0, 1)) - F.pad(f3, (1, 0, 1, 0))
+               + F.pad(f4, (0, 1, 1, 0)) - F.pad(f4, (1, 0, 0, 1)))
+        return u + tau * div
+    return step
+
+
 # ------------------------------------------------------------------------------ the runs
 class Row:
     def __init__(self, name: str, run: Callable[[int], object], points: int, note: str = "") -> None:
@@ -289,6 +446,7 @@ class Row:
         self.cpu: list[float] = []  # process CPU time per point-step (all threads, spinning included)
         self.err: Optional[float] = None
         self.faults = 0
+        self.versus: Optional[Row] = None  # the hand-written row it is compared with
 
 
 def to_numpy(x) -> np.ndarray:
@@ -438,6 +596,151 @@ def config_2d(dtype: torch.dtype, batch: int, n: int, optional: bool) -> tuple[l
     return rows, lambda k: reference_2d(x0, lam, tau, k), notes
 
 
+# ---------------------------------------------------------------------------- operator rows
+PM_3D = """pde pm_3d
+param lambda = 0.05
+field u(x, y, z)
+diffusivity g(s2) = 1 / (1 + s2 / lambda^2)
+equation dt(u) = div( g(norm(grad(u))^2) * grad(u) )
+grid h = 1
+size NX = 64, NY = 64, NZ = 64
+boundary neumann
+scheme explicit(tau = 0.16, steps = 20)
+"""
+
+
+def operator_case(name: str):
+    """(program, hand-written step factory (dtype-free), field shape (B, C, *space), whether the
+    step reads the data field f) of one operator row group; numbers read from the compiled program."""
+    prog = pde2net.compile_text(PM_3D, "pm_3d.pde") if name == "pm_3d" else \
+        pde2net.load(ROOT / "examples" / f"{name}.pde")
+    ctx = prog.arch.operator.context
+    p = {k: float(v) for k, v in ctx.params.items()}
+    tau = float(prog.arch.scheme.tau)
+    if name == "eed":
+        delta = float(prog.arch.operator.terms[0].delta)
+        return prog, hand_eed(p["lambda"], p["sigma"], p["C"], delta, tau), (4, 1, 256, 256), False
+    if name == "heat_3d":
+        return prog, hand_heat_3d(tau), (2, 1, 64, 64, 64), False
+    if name == "pm_3d":
+        return prog, hand_pm_3d(p["lambda"], tau), (2, 1, 64, 64, 64), False
+    if name == "color_pm":
+        return prog, hand_pm_2d(p["lambda"], tau), (1, 3, 256, 256), False
+    if name == "catte":
+        return prog, hand_pm_2d(p["lambda"], tau, p["sigma"]), (4, 1, 256, 256), False
+    if name == "tv_denoise":
+        return prog, hand_tv(p["eps"], p["alpha"], tau), (4, 1, 256, 256), True
+    if name == "you_kaveh":
+        return prog, hand_you_kaveh(p["lambda"], tau), (4, 1, 256, 256), False
+    raise ValueError(name)
+
+
+OPERATOR_CASES = ("eed", "heat_3d", "pm_3d", "color_pm", "catte", "tv_denoise", "you_kaveh")
+
+
+def smooth_field(shape: tuple, scale: float) -> np.ndarray:
+    """A rough image: white noise summed along every space axis (a random walk per axis)."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    for dim in range(2, len(shape)):
+        x = np.cumsum(x, axis=dim)
+    return x * scale
+
+
+def repeat_data(step: Callable, u0: torch.Tensor, data: bool):
+    """``steps`` applications of a hand-written step (with the data field f = u0 if it reads one)."""
+    if not data:
+        return repeat(step, u0)
+
+    def run(steps: int):
+        u = u0
+        for _ in range(steps):
+            u = step(u, u0)
+        return u
+    return run
+
+
+def compiled_warm(row: "Row", notes: list[str]) -> "Row":
+    """Runs a compiled row once (torch.compile's tracing and C++ build) and notes the time."""
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        row.run(1)
+    notes.append(f"{row.name}: first call (torch.compile) {time.perf_counter() - t0:.1f} s")
+    return row
+
+
+def config_operator(name: str, dtype: torch.dtype, compiled: bool) -> tuple[list[Row], Callable, list[str]]:
+    """pde2net's live network (eager; ``compile=True``: its block in torch.compile) against the
+    hand-written step (eager; torch.compile'd), all checked against the hand-written step in
+    float64.  A note gives pde2net's float64 network against that reference: the two are the
+    same scheme when it is at rounding level."""
+    prog, step, shape, data = operator_case(name)
+    x0 = smooth_field(shape, 0.0005 if len(shape) == 5 else 0.002)
+    u0 = torch.tensor(x0, dtype=dtype)
+    n = u0.numel()
+    notes: list[str] = []
+    net = prog.module(dtype=dtype)
+    rows = [Row("pde2net live network, eager", lambda k: net(u0, steps=k), n),
+            Row("torch hand-written, eager", repeat_data(step, u0, data), n)]
+    rows[0].versus = rows[1]
+    if compiled:
+        fast = prog.module(dtype=dtype, compile=True)
+        pc = compiled_warm(Row("pde2net compile=True (block in torch.compile)",
+                               lambda k: fast(u0, steps=k), n), notes)
+        hc = compiled_warm(Row("torch hand-written, torch.compile", repeat_data(torch.compile(step), u0, data),
+                               n), notes)
+        pc.versus = hc
+        rows[1:1] = [pc]
+        rows.append(hc)
+    x64 = torch.tensor(x0, dtype=torch.float64)
+    ref_run = repeat_data(step, x64, data)
+
+    def reference(k: int) -> np.ndarray:
+        with torch.no_grad():
+            return ref_run(k).numpy()
+
+    with torch.no_grad():
+        same = float((prog.module(dtype=torch.float64)(x64, steps=20) - ref_run(20)).abs().max())
+        scale = float(x64.abs().max())
+    notes.append(f"pde2net float64 against the hand-written float64 step, 20 steps: max diff {same:.1e} "
+                 f"(field max {scale:.2f}; tau = {float(prog.arch.scheme.tau):.6g})")
+    return rows, reference, notes
+
+
+def op_table(rows: list[Row]) -> list[str]:
+    """The operator rows: ratios of medians (and minima) to the hand-written step of the same mode
+    (eager against eager, torch.compile against torch.compile)."""
+    out = ["| row | ns / point-step (median) | min - max | x hand-written (medians) | x hand-written (minima) "
+           "| CPU ns / point-step (min) | steps/sample | max err | note |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        med = statistics.median(r.samples)
+        base = r.versus if r.versus is not None else r
+        out.append(f"| {r.name} | {med:.2f} | {min(r.samples):.2f} - {max(r.samples):.2f} | "
+                   f"{med / statistics.median(base.samples):.2f} | {min(r.samples) / min(base.samples):.2f} | "
+                   f"{min(r.cpu):.2f} | {r.steps} | {r.err:.1e} | {r.note} |")
+    return out
+
+
+def operator_section(names: list[str], reps: int, compiled: bool) -> list[str]:
+    """One table per operator case (float32), printed as it completes."""
+    lines = []
+    for name in names:
+        t0 = time.perf_counter()
+        rows, ref, notes = config_operator(name, torch.float32, compiled)
+        shape = " x ".join(str(s) for s in operator_case(name)[2])
+        with torch.no_grad():
+            check(rows, ref)
+            calibrate(rows)
+        load0 = os.getloadavg()[0]
+        measure(rows, reps)
+        block = ["", f"### operator {name} (B x C x space {shape}), float32, {reps} samples per row "
+                 f"(load {load0:.2f} -> {os.getloadavg()[0]:.2f}; setup {time.perf_counter() - t0:.0f} s)",
+                 ""] + op_table(rows) + [""] + [f"- {n}" for n in notes]
+        print("\n".join(block), flush=True)
+        lines += block
+    return lines
+
+
 def has_2d() -> bool:
     try:
         pde2net.load(ROOT / "examples" / "perona_malik_2d.pde").module(steps=1)
@@ -468,6 +771,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-optional", action="store_true", help="skip py-pde and Devito")
     p.add_argument("--only", default="", help="comma-separated subset of 1D-f32,1D-f64,2D-f32,2D-f64")
     p.add_argument("--write", action="store_true", help="update the table in benchmarks/RESULTS.md")
+    p.add_argument("--operators", nargs="?", const=",".join(OPERATOR_CASES), default="",
+                   help="only the operator-model rows (pde2net live network against a hand-written torch "
+                        "step), optionally a comma-separated subset of " + ",".join(OPERATOR_CASES))
+    p.add_argument("--no-compile", action="store_true", help="operator rows: eager only (no torch.compile rows)")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("DEVITO_LANGUAGE", "openmp")
@@ -485,6 +792,13 @@ def main(argv=None) -> int:
         configs = [c for c in configs if c[0] == "1D"]
     lines = [f"machine: {machine()}", f"torch threads: {torch.get_num_threads()}, "
              f"/proc/loadavg before: {Path('/proc/loadavg').read_text().strip()}"]
+    if args.operators:
+        names = [n for n in args.operators.split(",") if n]
+        unknown = sorted(set(names) - set(OPERATOR_CASES))
+        if unknown:
+            p.error(f"unknown operator case(s) {unknown}; known: {', '.join(OPERATOR_CASES)}")
+        configs = []
+        lines += operator_section(names, reps, not args.no_compile)
     for dim, dtype in configs:
         t0 = time.perf_counter()
         if dim == "1D":
@@ -505,7 +819,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if args.write:
-        write_results(text, f"bench_cpu threads={args.threads}")
+        write_results(text, f"bench_cpu{' operators' if args.operators else ''} threads={args.threads}")
     return 0
 
 
