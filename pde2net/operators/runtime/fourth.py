@@ -92,5 +92,7 @@ class FourthOrder(torch.nn.Module):
         return out
 
     def forward(self, u: torch.Tensor, f=None) -> torch.Tensor:
-        """``Delta_h G(u) Delta_h u``."""
-        return self.frozen_apply(u, self.weights(u, f))
+        """``Delta_h G(u) Delta_h u``: ``frozen_apply(u, weights(u, f))`` with ``Delta_h u``
+        computed once."""
+        s = fourth_laplace(u, self.boundaries, self.inv_h)
+        return fourth_laplace(self.g(s * s) * s, self.boundaries, self.inv_h)

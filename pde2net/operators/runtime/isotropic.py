@@ -67,7 +67,8 @@ class IsotropicTerm(torch.nn.Module):
         s2 = comps[0] * comps[0]
         for c in comps[1:]:
             s2 = s2 + c * c
-        return self.g(s2.sum(dim=1, keepdim=True))
+        # one channel: the sum over it is s2 itself (the same bits, one pass fewer)
+        return self.g(s2 if s2.shape[1] == 1 else s2.sum(dim=1, keepdim=True))
 
     def frozen_apply(self, u: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         """``D^T G D u`` with G frozen."""
@@ -86,6 +87,14 @@ class IsotropicTerm(torch.nn.Module):
         return out
 
     def forward(self, u: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
-        """``A(u) u = D^T G(u) D u``."""
-        return self.frozen_apply(u, self.weights(u, f))
+        """``A(u) u = D^T G(u) D u``: the same operations as ``frozen_apply(u, weights(u, f))``,
+        with ``D u`` computed once when the diffusivity sees u itself (no presmoothing)."""
+        if self.constant or self.gauss is not None:
+            return self.frozen_apply(u, self.weights(u, f))
+        comps = gradient(u, self.boundaries, self.inv_h)
+        s2 = comps[0] * comps[0]
+        for c in comps[1:]:
+            s2 = s2 + c * c
+        G = self.g(s2 if s2.shape[1] == 1 else s2.sum(dim=1, keepdim=True))
+        return gradient_t([G * c for c in comps], self.boundaries, self.inv_h)
 

@@ -42,8 +42,12 @@ class OperatorSum(torch.nn.Module):
         return out
 
     def residual(self, u: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """``A(u) u - r(u, f)``: minus the right side of ``u_t = -A(u) u + r(u, f)``."""
-        au = self.frozen_apply(u, self.weights(u, f))
+        """``A(u) u - r(u, f)``: minus the right side of ``u_t = -A(u) u + r(u, f)``.  Each term's
+        ``forward`` is its ``frozen_apply(u, weights(u, f))`` (computing what the two share once)."""
+        au = None
+        for t in self.terms:
+            part = t(u, f)
+            au = part if au is None else au + part
         return au if self.reaction is None else au - self.reaction(u, f)
 
 
