@@ -29,6 +29,14 @@ def _isotropic_touch_sum(v: torch.Tensor, boundary: str) -> torch.Tensor:
     return vp.narrow(-1, 0, m + 1) + vp.narrow(-1, 1, m + 1)
 
 
+def _is_one(g, dtype: torch.dtype) -> bool:
+    """Whether the constant diffusivity g evaluates to exactly 1 in ``dtype``."""
+    try:
+        return bool((g(torch.zeros(1, dtype=dtype)) == 1).all())
+    except (RuntimeError, TypeError, ValueError):
+        return False
+
+
 class IsotropicTerm(torch.nn.Module):
     """``D^T g(|grad W|^2) D`` on fields ``(B, C, *space)`` (x the last dim).
 
@@ -49,6 +57,10 @@ class IsotropicTerm(torch.nn.Module):
         # the separable kernel, one list per axis (truncated at 3 sigma, renormalised)
         self.gauss = None if self.sigma is None else [gauss_weights(self.sigma, float(hd))
                                                      for hd in spacing]
+        # the dtypes in which a constant g is exactly 1 (the heat equation): G * D u is then D u
+        # bit for bit, so forward skips building G and the multiplication
+        self.unit_dtypes = tuple(dt for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+                                 if self.constant and _is_one(g, dt))
 
     def flux_shape(self, u: torch.Tensor) -> list:
         """(B, 1, *flux grid): n + 1 points along a dirichlet axis, n otherwise."""
@@ -89,6 +101,8 @@ class IsotropicTerm(torch.nn.Module):
     def forward(self, u: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
         """``A(u) u = D^T G(u) D u``: the same operations as ``frozen_apply(u, weights(u, f))``,
         with ``D u`` computed once when the diffusivity sees u itself (no presmoothing)."""
+        if self.constant and u.dtype in self.unit_dtypes:
+            return gradient_t(gradient(u, self.boundaries, self.inv_h), self.boundaries, self.inv_h)
         if self.constant or self.gauss is not None:
             return self.frozen_apply(u, self.weights(u, f))
         comps = gradient(u, self.boundaries, self.inv_h)
