@@ -57,14 +57,9 @@ def run(net: Any, u0: "torch.Tensor", steps: int, per_block: float, every: int =
 
     ``data``: the input field f of a network with a data term (an operator network's second
     argument); it stays fixed across chunks (default: u0, the initial value)."""
-    call = net
-    if takes_data(net):
-        fixed = u0 if data is None else data
-
-        def call(u, steps=None):  # the same network with f held fixed across chunks
-            return net(u, fixed, steps=steps)
-    elif data is not None:
+    if data is not None and not takes_data(net):
         raise ValueError("this network has no input field f (no data term)")
+    call = _with_data(net, u0 if data is None else data) if takes_data(net) else net
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every must be a positive integer, got {every!r}")
     if on_step is not None and on_step(0, 0.0, u0):
@@ -82,6 +77,13 @@ def run(net: Any, u0: "torch.Tensor", steps: int, per_block: float, every: int =
         if on_step is not None and on_step(done, done * per_block, u):
             break
     return u, done
+
+
+def _with_data(net: Any, fixed: "torch.Tensor") -> Callable:
+    """The network with its input field f held fixed across chunks."""
+    def call(u, steps=None):
+        return net(u, fixed, steps=steps)
+    return call
 
 
 class Progress:
