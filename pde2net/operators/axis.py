@@ -18,11 +18,11 @@ A summand of the right side that is a constant times a difference along ONE axis
 every diffusion flux written through ``d^m(u)^2`` is): a flux whose ratio is not even is refused
 with that reason.
 
-Bound: ``lambda_max(D^T G D) <= L ||D||^2 <= L 4^m / h^(2m)`` with ``L = sup g`` (the symbol of the
-binomial difference is ``|2 sin(theta/2)|^(2m) / h^(2m)``, and finite sections of a Toeplitz
-operator do not exceed it).  The sum over terms (the stability rule adds the terms' bounds) is
-attained for constant G: every binomial symbol peaks at theta = pi, so the eigenvalues of terms
-along different axes, and of different orders along the same axis, add.
+Bound: ``lambda_max(D^T G D) <= L ||D||^2 <= L 4^m / h^(2m)`` with ``L = sup g`` (the squared
+symbol of the binomial difference is ``(2 sin(theta/2))^(2m) / h^(2m)``, and finite sections of a
+Toeplitz operator do not exceed it).  The sum over terms (the stability rule adds the terms'
+bounds) is attained at ``G_i = L_i I``: every binomial symbol peaks at theta = pi, so the
+eigenvalues of terms along different axes, and of different orders along the same axis, add.
 """
 from __future__ import annotations
 
