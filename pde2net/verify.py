@@ -1137,8 +1137,8 @@ def _verify_region(prog, shape, rng, seed: int, budget: float, t0: float) -> Ver
     i_best = int(np.argmax(grow))
     best_g = float(grow[i_best])
     grows = not best_g <= 1.0 + tol
-    if report.verdict == "stable" and grows:
-        failures.append(f"BUG: the verdict claims the invariant region [{a:.17g}, {b:.17g}] but an input "
+    if (report.verdict == "stable" or report.extra.get("invariant_region_proven")) and grows:
+        failures.append(f"BUG: the report claims the invariant region [{a:.17g}, {b:.17g}] but an input "
                         f"with values in it leaves it (growth {best_g:.17g}); please report it")
     notes = [f"the claim is the invariant region [{a:.10g}, {b:.10g}]: every input has its values in "
              f"it, and 'growth' is 1 + the largest excursion of the output outside it / (b - a)"]
