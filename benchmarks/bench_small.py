@@ -103,33 +103,40 @@ def reference(u0: np.ndarray, lam: float, tau: float, steps: int, boundary: str)
 
 
 # ------------------------------------------------------------------ the hand-written twins
+def comb(a: torch.Tensor, b: torch.Tensor, w0, w1) -> torch.Tensor:
+    """``w0 a + w1 b``; the frozen twin passes no weights and writes the difference ``b - a``."""
+    return b - a if w0 is None else w0 * a + w1 * b
+
+
 def hand_D(u: torch.Tensor, w0, w1, dim: int, boundary: str) -> torch.Tensor:
     """``w0 u_i + w1 u_(i+1)`` along ``dim`` on the flux grid of the boundary."""
     n = u.shape[dim]
     if boundary == "periodic":
-        return w0 * u + w1 * torch.roll(u, -1, dims=dim)
+        return comb(u, torch.roll(u, -1, dims=dim), w0, w1)
     if boundary == "dirichlet":  # zero frame: flux points -1 .. n - 1
         up = F.pad(u, (1, 1) if dim == -1 else (0, 0, 1, 1))
         m = up.shape[dim] - 1
-        return w0 * up.narrow(dim, 0, m) + w1 * up.narrow(dim, 1, m)
-    d = w0 * u.narrow(dim, 0, n - 1) + w1 * u.narrow(dim, 1, n - 1)
+        return comb(up.narrow(dim, 0, m), up.narrow(dim, 1, m), w0, w1)
+    d = comb(u.narrow(dim, 0, n - 1), u.narrow(dim, 1, n - 1), w0, w1)
     return F.pad(d, (0, 1) if dim == -1 else (0, 0, 0, 1))
 
 
 def hand_Dt(f: torch.Tensor, w0, w1, dim: int, boundary: str) -> torch.Tensor:
     """``(D^T f)_k = w0 f_k + w1 f_(k-1)`` with the boundary's zero or wrapped flux (neumann: the
-    flux of the complete differences, zero-padded; dirichlet: f holds points -1 .. n - 1)."""
+    flux of the complete differences, zero-padded; dirichlet: f holds points -1 .. n - 1); without
+    weights the divergence ``f_k - f_(k-1) = -(D^T f)_k``."""
     if boundary == "periodic":
-        return w0 * f + w1 * torch.roll(f, 1, dims=dim)
+        return comb(torch.roll(f, 1, dims=dim), f, w1, w0)
     if boundary == "neumann":
         f = F.pad(f.narrow(dim, 0, f.shape[dim] - 1), (1, 1) if dim == -1 else (0, 0, 1, 1))
     m = f.shape[dim] - 1
-    return w0 * f.narrow(dim, 1, m) + w1 * f.narrow(dim, 0, m)
+    return comb(f.narrow(dim, 0, m), f.narrow(dim, 1, m), w1, w0)
 
 
 def hand_step(boundary: str) -> Callable:
-    """One PM step ``u - tau (Dx^T (g dx) + Dy^T (g dy))``; weights, tau, lambda given per call
-    (floats for the frozen twin, leaf tensors for the trainable one)."""
+    """One PM step ``u - tau (Dx^T (g dx) + Dy^T (g dy))``; weights, tau, lambda^2 given per call
+    (leaf tensors for the trainable twin; ``None`` weights for the frozen twin, which writes the
+    differences as subtractions and the step as ``u + tau (f_(k-1) - f_k + ...)``)."""
     def step(u, wx, wy, tau, lam2):
         dx = hand_D(u, wx[0], wx[1], -1, boundary)
         dy = hand_D(u, wy[0], wy[1], -2, boundary)
@@ -139,13 +146,14 @@ def hand_step(boundary: str) -> Callable:
         fx, fy = g * dx, g * dy
         if boundary == "dirichlet":
             fx, fy = fx[..., 1:, :], fy[..., :, 1:]
-        return u - tau * (hand_Dt(fx, wx[0], wx[1], -1, boundary) + hand_Dt(fy, wy[0], wy[1], -2, boundary))
+        div = hand_Dt(fx, wx[0], wx[1], -1, boundary) + hand_Dt(fy, wy[0], wy[1], -2, boundary)
+        return u + tau * div if wx[0] is None else u - tau * div
     return step
 
 
 def hand_frozen(boundary: str, lam: float, tau: float) -> Callable[[torch.Tensor], torch.Tensor]:
     step = hand_step(boundary)
-    w = (-1.0, 1.0)
+    w = (None, None)
 
     def run(u: torch.Tensor) -> torch.Tensor:
         for _ in range(FROZEN_STEPS):
