@@ -27,7 +27,9 @@ tau re-derived through the parametrisation, equal to round-off).
 machine.  Samples of all rows of a group alternate (row 1, row 2, ..., row 1, ...) so that a
 change in load hits every row; the table gives the median and the minimum time per call, and the
 ratio to the hand-written twin of the same group (medians, and minima: on a shared machine the
-least disturbed sample is the better estimate of the cost).
+least disturbed sample is the better estimate of the cost), and the process CPU time per call
+(every thread, spin-waiting included; at one thread on a loaded machine the steadier measure,
+since time spent descheduled is not counted).
 """
 from __future__ import annotations
 
@@ -195,6 +197,7 @@ class Row:
                  grad: bool = False) -> None:
         self.name, self.run, self.twin, self.grad = name, run, twin, grad
         self.samples: list[float] = []
+        self.cpu: list[float] = []  # process CPU time per call (every thread, spinning included)
         self.err = float("nan")
 
 
@@ -231,25 +234,27 @@ def measure(rows: list[Row], reps: int) -> None:
         call(r)
     for _ in range(reps):
         for r in rows:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             call(r)
             r.samples.append((time.perf_counter() - t0) * 1e3)
+            r.cpu.append((time.process_time() - c0) * 1e3)
 
 
 def table_lines(groups: list[tuple[str, list[Row]]]) -> list[str]:
     out = ["| threads, load | row | ms / call (median) | min - max | x hand-written (medians) "
-           "| x hand-written (minima) | max err |",
-           "|---|---|---:|---:|---:|---:|---:|"]
+           "| x hand-written (minima) | CPU ms / call (min) | x hand-written (CPU) | max err |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for label, rows in groups:
         for r in rows:
             med, lo = statistics.median(r.samples), min(r.samples)
             if r.twin is not None:
                 rm = f"**{med / statistics.median(r.twin.samples):.2f}**"
                 rl = f"{lo / min(r.twin.samples):.2f}"
+                rc = f"{min(r.cpu) / min(r.twin.cpu):.2f}"
             else:
-                rm = rl = "1"
+                rm = rl = rc = "1"
             out.append(f"| {label} | {r.name} | {med:.2f} | {lo:.2f} - {max(r.samples):.2f} | {rm} | "
-                       f"{rl} | {r.err:.1e} |")
+                       f"{rl} | {min(r.cpu):.2f} | {rc} | {r.err:.1e} |")
     return out
 
 
