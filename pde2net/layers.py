@@ -572,25 +572,6 @@ def correlate_into(xp: torch.Tensor, coeffs: tuple[float, ...], out: torch.Tenso
         out.copy_(shifted_sum_dim(xp, coeffs, tuple(range(len(coeffs))), n, dim))
 
 
-def transposed_from_padded(vp: torch.Tensor, w2: tuple[float, ...], dim: int) -> torch.Tensor:
-    """``shifted_sum_dim(vp, w2, (K-1, ..., 0), n, dim)`` (the transposed correlation of the padded
-    flux), bit for bit, for a scratch ``vp`` that may be overwritten.  Two taps ``m`` and ``-m``
-    (the scaled forward or backward difference): ``vp`` is scaled by ``m`` in place and the two
-    shifted views subtracted, since ``(-m) x = -(m x)`` exactly (rounding is symmetric), so
-    ``(-m) a + m b = m b - m a``: two kernels instead of three, no temporaries."""
-    k = len(w2)
-    n = vp.shape[dim] - k + 1
-    starts = tuple(k - 1 - j for j in range(k))
-    taps = [(c, s) for c, s in zip(w2, starts) if c != 0.0]
-    if len(taps) == 2 and taps[0][0] == -taps[1][0]:
-        (c0, s0), (_, s1) = taps
-        if abs(c0) != 1.0:
-            vp.mul_(abs(c0))
-        plus, minus = (s0, s1) if c0 > 0 else (s1, s0)
-        return torch.sub(vp.narrow(dim, plus, n), vp.narrow(dim, minus, n))
-    return shifted_sum_dim(vp, w2, starts, n, dim)
-
-
 def specialise(op: "exprs.Op", params: dict, var: str, lib: dict) -> Callable[[Any], Any]:
     """``x -> exprs.evaluate(op, {**params, var: x}, lib)`` for a tensor ``x``, with the tree walked
     once now: every subtree without ``var`` is evaluated here (by ``evaluate`` itself, so with the
@@ -758,7 +739,7 @@ class AxisPlan:
     ``F.pad``.  ``Dt``: the flux of the rows D^T reads, ``rows(v) * rows(g)``, written straight
     into the interior of a zero-framed (or, periodic, wrapped) buffer, then the transposed
     correlation.  The same operations on the same values as :meth:`AxisPair.D` and
-    :meth:`AxisPair.Dt` (see :func:`correlate_into`, :func:`transposed_from_padded`).
+    :meth:`AxisPair.Dt` (see :func:`correlate_into` and :meth:`Dt`).
     """
 
     def __init__(self, pair: AxisPair, channel: torch.Tensor, like: torch.Tensor) -> None:
@@ -775,7 +756,6 @@ class AxisPlan:
             shape[dim] += left + right
             self.frame = like.new_zeros(shape)
             self.frame_inner = self.frame.narrow(dim, left, n_in)
-        self.diff = {(-1.0, 1.0): 1, (1.0, -1.0): -1}.get(pair.w1, 0)
         self.g_rows = pair.rows_spec(channel.shape)
         fv = self.out
         n = fv.shape[dim]
@@ -799,25 +779,25 @@ class AxisPlan:
         taps = [(j, starts[j]) for j, c in enumerate(pair.w1) if c != 0.0]
         self.two = None
         if len(taps) == 2 and pair.w1[taps[0][0]] == -pair.w1[taps[1][0]]:
-            (j0, s0), (_, s1) = taps
-            self.two = (j0, self.vp.narrow(dim, s0, n_out), self.vp.narrow(dim, s1, n_out))
+            (j0, s0), (j1, s1) = taps
+            self.two = (j0, j1, self.vp.narrow(dim, s0, n_out), self.vp.narrow(dim, s1, n_out))
 
     def D(self, u: torch.Tensor) -> None:
+        """Writes the rows of ``D u`` into this axis's channel of the flux-grid buffer."""
         dim, out = self.dim, self.out
         if self.frame is not None:
             self.frame_inner.copy_(u)
             up = self.frame
         else:
             up = pad_dim(u, *self.pad, dim)
-        n = out.shape[dim]
-        if self.diff == 1:
-            torch.sub(up.narrow(dim, 1, n), up.narrow(dim, 0, n), out=out)
-        elif self.diff == -1:
-            torch.sub(up.narrow(dim, 0, n), up.narrow(dim, 1, n), out=out)
-        else:
-            correlate_into(up, self.pair.w1, out, dim)
+        correlate_into(up, self.pair.w1, out, dim)
 
     def Dt(self, g: torch.Tensor, scale) -> torch.Tensor:
+        """``scale * D^T (rows(v) * rows(g))``, v this axis's channel of ``D u``.  Two taps ``m``
+        and ``-m`` (the scaled forward or backward difference): the padded flux is scaled by
+        ``m`` in place and the two shifted views subtracted, since ``(-m) x = -(m x)`` exactly
+        (rounding is symmetric), so ``(-m) a + m b = m b - m a``: two kernels instead of three,
+        no temporaries.  Other stencils: :func:`shifted_sum_dim` on the padded flux."""
         for d, start, length in self.g_rows:
             g = g.narrow(d, start, length)
         if self.fallback:
@@ -826,13 +806,15 @@ class AxisPlan:
         for dst, src in self.edges:
             dst.copy_(src)
         w2 = self.pair.w2(scale)
-        if self.two is not None and w2[self.two[0]] != 0.0:
-            j0, a, b = self.two
+        if self.two is not None and w2[self.two[0]] == -w2[self.two[1]] != 0.0:
+            j0, _, a, b = self.two
             c0 = w2[j0]
             if abs(c0) != 1.0:
                 self.vp.mul_(abs(c0))
             return torch.sub(a, b) if c0 > 0 else torch.sub(b, a)
-        return transposed_from_padded(self.vp, w2, self.dim)
+        k = self.pair.size
+        return shifted_sum_dim(self.vp, w2, tuple(k - 1 - j for j in range(k)),
+                               self.vp.shape[self.dim] - k + 1, self.dim)
 
 
 class StepPlan:

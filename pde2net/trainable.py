@@ -60,8 +60,7 @@ from torch import nn
 from . import exprs
 from .analyse import S, Model
 from .layers import pad_dim, pad_last, specialise
-from .lower import RADIAL_VAR
-from .lower import Architecture, Explicit, StencilIR, min_points
+from .lower import RADIAL_VAR, Architecture, Explicit, StencilIR, min_points
 from .stability import SYMBOLIC_SECONDS, flux_facts, time_limit
 
 THETA_MAX = 1.0 - 2.0 ** -10
@@ -234,32 +233,43 @@ def image_Dt(v: torch.Tensor, taps: tuple, ir: StencilIR) -> torch.Tensor:
 
 class ClampedDiffusivity(torch.autograd.Function):
     """``G = clamp(nan_to_num(g, nan=0, posinf=L, neginf=0), 0, L)`` as one autograd node, with
-    the gradient of the two torch ops it replaces: ``dG/dg = 1`` where ``g`` is finite and in
+    the derivative of the two torch ops it replaces: ``dG/dg = 1`` where ``g`` is finite and in
     ``[0, L]`` (clamp passes its bounds), else 0.  That set is exactly where ``G == g`` (a NaN
-    equals nothing, an infinity or a value outside is moved), so the mask is one comparison
-    stored by forward, and backward is one ``where``."""
+    equals nothing, an infinity or a value outside is moved), so the mask is one comparison made
+    in forward, and backward (or a forward-mode jvp) is one ``where``.  Written with
+    ``setup_context`` so that torch.func transforms (vmap) apply."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, g: torch.Tensor, L: float) -> torch.Tensor:
-        G = torch.nan_to_num(g, nan=0.0, posinf=L, neginf=0.0).clamp_(0.0, L)
-        ctx.save_for_backward(G == g)
-        return G
+    def forward(g: torch.Tensor, L: float) -> torch.Tensor:
+        return torch.nan_to_num(g, nan=0.0, posinf=L, neginf=0.0).clamp_(0.0, L)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        inside = output == inputs[0]
+        ctx.save_for_backward(inside)
+        ctx.save_for_forward(inside)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
         return torch.where(inside, grad, 0.0), None
 
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, _L) -> torch.Tensor:
+        (inside,) = ctx.saved_tensors
+        return torch.where(inside, tangent, 0.0)
+
 
 @dataclass
 class BlockConstants:
     """What a block needs from its parameter set, formed once per ``forward`` (not once per
-    step): the effective weights per axis, split into 0-dim tensors, the step ``tau``, and the
+    step): the effective weights per axis as 0-dim tensors, the step ``tau``, and the
     diffusivity's op tree specialised to the current param values (its param-only subtrees, such
     as ``lambda^2``, computed once).  Autograd sums the gradients of all the steps that share
     them, exactly as when each step recomputes them (up to the order of the additions)."""
 
-    weights: list
     taps: list
     tau: torch.Tensor
     g: Any
@@ -455,7 +465,7 @@ class TrainableDiffusionNet(nn.Module):
         split = [taps[sum(sizes[:i]):sum(sizes[:i + 1])] for i in range(len(sizes))]
         env = p.params(self._fixed_values)
         g = specialise(self.arch.flux.radial_op, env, RADIAL_VAR, self._lib)
-        return BlockConstants(list(W.split(sizes)), split, tau.to(dtype), g)
+        return BlockConstants(split, tau.to(dtype), g)
 
     def image_step(self, u: torch.Tensor, c: BlockConstants, eager: bool = False) -> torch.Tensor:
         """One 2D block from its constants: ``u - tau (Dx^T (G dx) + Dy^T (G dy))`` with

@@ -199,6 +199,7 @@ def test_trainable_forward_equals_its_blocks_with_gradients(boundary, dtype):
         torch.testing.assert_close(g, p.grad, rtol=rtol, atol=rtol)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap of the in-place clamp
 def test_clamped_diffusivity_values_and_gradient_match_torch_ops():
     """One node for ``clamp(nan_to_num(g, nan=0, posinf=L, neginf=0), 0, L)``: the same values,
     and the gradient torch's two ops give (1 where g is finite in [0, L], bounds included)."""
@@ -215,3 +216,12 @@ def test_clamped_diffusivity_values_and_gradient_match_torch_ops():
         (b * w).sum().backward()
         assert torch.equal(g1.grad, g2.grad)
         assert g1.grad.tolist() == [0, 0, 0, 0, 5, 6, 7, 8, 0, 0, 0]
+        # forward mode and vmap give the same derivative
+        x = g1.detach()
+        _, ta = torch.func.jvp(lambda t: ClampedDiffusivity.apply(t, L), (x,), (w,))
+        _, tb = torch.func.jvp(lambda t: torch.nan_to_num(t, nan=0.0, posinf=L, neginf=0.0).clamp(0.0, L),
+                               (x,), (w,))
+        assert torch.equal(ta, tb)
+        batch = torch.stack([x, x.flip(0)])
+        assert torch.equal(torch.vmap(lambda t: ClampedDiffusivity.apply(t, L))(batch),
+                           torch.nan_to_num(batch, nan=0.0, posinf=L, neginf=0.0).clamp(0.0, L))
