@@ -1,7 +1,7 @@
 """Small tensors and training steps: pde2net's eager 2D networks against the same step written by
 hand in torch, side by side in one run.
 
-    python benchmarks/bench_small.py                  # 8 x 64 x 64, 1 and 2 threads, quiet + busy
+    python benchmarks/bench_small.py                  # 8 x 64 x 64, 1 and 2 threads, +- a busy process
     python benchmarks/bench_small.py --reps 9         # fewer samples (a smoke run)
     python benchmarks/bench_small.py --boundary periodic
     python benchmarks/bench_small.py --write          # also update the table in benchmarks/RESULTS.md
@@ -23,13 +23,14 @@ compiled program, not re-typed).  Every row is first checked against a float64 N
 written here (column "max err"; the trainable rows after 10 steps: their step tau is the spec's
 tau re-derived through the parametrisation, equal to round-off).
 
-"busy" rows run while a second process spins a torch matmul loop (one thread) on the same
-machine.  Samples of all rows of a group alternate (row 1, row 2, ..., row 1, ...) so that a
-change in load hits every row; the table gives the median and the minimum time per call, and the
-ratio to the hand-written twin of the same group (medians, and minima: on a shared machine the
-least disturbed sample is the better estimate of the cost), and the process CPU time per call
-(every thread, spin-waiting included; at one thread on a loaded machine the steadier measure,
-since time spent descheduled is not counted).
+"+ busy process" rows run while a second process spins a torch matmul loop (one thread) on the
+same machine; each group's label gives the 1-minute load average after it (the machine's own
+load included: on a shared machine "no added load" is not a quiet machine).  Samples of all rows
+of a group alternate (row 1, row 2, ..., row 1, ...) so that a change in load hits every row; the
+table gives the median and the minimum time per call, the ratio to the hand-written twin of the
+same group (medians, and minima: on a shared machine the least disturbed sample is the better
+estimate of the cost), and the process CPU time per call (every thread, spin-waiting included;
+at one thread on a loaded machine the steadier measure, since time spent descheduled is not counted).
 """
 from __future__ import annotations
 
@@ -311,7 +312,8 @@ def main(argv=None) -> int:
                 rows, _ = rows_for(prog, args.boundary, u0, target)
                 check(rows, x0, lam, tau, args.boundary)
                 measure(rows, args.reps)
-                label = f"{t}, {'busy' if busy else 'quiet'}"
+                label = (f"{t}, {'+ busy process' if busy else 'no added load'} "
+                         f"(load {os.getloadavg()[0]:.1f})")
                 groups.append((label, rows))
                 print("\n".join(table_lines([(label, rows)])[2:]), flush=True)
         finally:

@@ -773,7 +773,8 @@ class AxisPlan:
             if aleft:
                 self.edges.append((self.vp.narrow(dim, 0, aleft), self.vp.narrow(dim, n, aleft)))
             if aright:
-                self.edges.append((self.vp.narrow(dim, aleft + n, aright), self.vp.narrow(dim, aleft, aright)))
+                self.edges.append((self.vp.narrow(dim, aleft + n, aright),
+                                   self.vp.narrow(dim, aleft, aright)))
         n_out = shape[dim] - k + 1
         starts = [k - 1 - j for j in range(k)]
         taps = [(j, starts[j]) for j, c in enumerate(pair.w1) if c != 0.0]
