@@ -265,13 +265,15 @@ class ClampedDiffusivity(torch.autograd.Function):
 @dataclass
 class BlockConstants:
     """What a block needs from its parameter set, formed once per ``forward`` (not once per
-    step): the effective weights per axis as 0-dim tensors, the step ``tau``, and the
-    diffusivity's op tree specialised to the current param values (its param-only subtrees, such
-    as ``lambda^2``, computed once).  Autograd sums the gradients of all the steps that share
-    them, exactly as when each step recomputes them (up to the order of the additions)."""
+    step): the effective weights ``W`` per axis and the transposed conv's weights ``W2 = -tau W``
+    (the network ``u + W2^T Phi(W u)``, as the frozen network forms it), each as 0-dim tensors,
+    and the diffusivity's op tree specialised to the current param values (its param-only
+    subtrees, such as ``lambda^2``, computed once).  Autograd sums the gradients of all the steps
+    that share them, exactly as when each step recomputes them (up to the order of the
+    additions)."""
 
     taps: list
-    tau: torch.Tensor
+    taps2: list
     g: Any
 
 
@@ -461,28 +463,36 @@ class TrainableDiffusionNet(nn.Module):
         """Block k's :class:`BlockConstants` (the step ``tau`` in ``dtype``)."""
         p = self.blocks[k]
         W, tau = p.flat_constants(self.L)
-        taps, sizes = W.unbind(), [w.numel() for w in p.weights]
-        split = [taps[sum(sizes[:i]):sum(sizes[:i + 1])] for i in range(len(sizes))]
+        W2 = -(tau.to(dtype) * W.to(dtype))  # = (-tau) W exactly: rounding is symmetric
+        sizes = [w.numel() for w in p.weights]
+        ends = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+
+        def per_axis(taps: tuple) -> list:
+            return [taps[a:b] for a, b in zip(ends, ends[1:])]
+
         env = p.params(self._fixed_values)
         g = specialise(self.arch.flux.radial_op, env, RADIAL_VAR, self._lib)
-        return BlockConstants(split, tau.to(dtype), g)
+        return BlockConstants(per_axis(W.unbind()), per_axis(W2.unbind()), g)
 
     def image_step(self, u: torch.Tensor, c: BlockConstants, eager: bool = False) -> torch.Tensor:
         """One 2D block from its constants: ``u - tau (Dx^T (G dx) + Dy^T (G dy))`` with
-        ``G = clamp(nan_to_num(g(dx^2 + dy^2)), 0, L)`` (:meth:`diffusivity`), the two channels
-        kept apart (no stack, no channel selects) and the weights as 0-dim tensors; the same
-        values as ``u - tau Dt(flux(D u))``.  ``eager``: G by :class:`ClampedDiffusivity` (one
-        autograd node instead of two, and a stored mask instead of four kernels backward)."""
+        ``G = clamp(nan_to_num(g(dx^2 + dy^2)), 0, L)`` (:meth:`diffusivity`), written
+        ``u + (W2x^T (G dx) + W2y^T (G dy))`` with ``W2 = -tau W`` (no full-size scaling by tau
+        nor negation, forward or backward), the two channels kept apart (no stack, no channel
+        selects) and the weights as 0-dim tensors; equal to ``u - tau Dt(flux(D u))`` up to
+        rounding.  ``eager``: G by :class:`ClampedDiffusivity` (one autograd node instead of
+        two, and a stored mask instead of four kernels backward)."""
         (sx, sy), (tx, ty) = self.arch.stencils, c.taps
         dx, dy = image_D(u, tx, sx), image_D(u, ty, sy)
-        g = c.g(dx ** 2 + dy ** 2)
+        g = c.g(dx * dx + dy * dy)
         if not isinstance(g, torch.Tensor) or g.shape != dx.shape:
             g = g + torch.zeros_like(dx)  # a constant diffusivity (linear flux)
         if eager:
             G = ClampedDiffusivity.apply(g, self.L)
         else:
             G = torch.nan_to_num(g, nan=0.0, posinf=self.L, neginf=0.0).clamp(0.0, self.L)
-        return u - c.tau * (image_Dt(dx * G, tx, sx) + image_Dt(dy * G, ty, sy))
+        t2x, t2y = c.taps2
+        return u + (image_Dt(dx * G, t2x, sx) + image_Dt(dy * G, t2y, sy))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         tracing = _tracing()
