@@ -203,11 +203,15 @@ def image_D(u: torch.Tensor, taps: tuple, ir: StencilIR) -> torch.Tensor:
     once per forward): shifted views along ``ir.axis`` itself (no ``movedim``) and no per-step
     indexing of the weight vector.  The same terms in the same order, so the same values."""
     dim, k, o = ir.axis, ir.stencil.size, ir.stencil.offset
-    up = pad_dim(u, *ir.padding, dim)
-    n = up.shape[dim] - k + 1
-    d = taps[0] * up.narrow(dim, 0, n)
-    for j in range(1, k):
-        d = d + taps[j] * up.narrow(dim, j, n)
+    left, _, mode = ir.padding
+    if mode == "circular":  # tap j reads u[(i + j - left) mod n]: a roll, no padded copy to slice
+        d = weighted_rolls(u, taps, [left - j for j in range(k)], dim)
+    else:
+        up = pad_dim(u, *ir.padding, dim)
+        n = up.shape[dim] - k + 1
+        d = taps[0] * up.narrow(dim, 0, n)
+        for j in range(1, k):
+            d = d + taps[j] * up.narrow(dim, j, n)
     if ir.boundary == "neumann" and k > 1:  # zero flux where the stencil leaves the grid
         d = pad_dim(d, o, k - 1 - o, "zeros", dim)
     for other, before, after in ir.cross:  # onto a dirichlet axis's flux points (ghosts: 0)
@@ -223,12 +227,27 @@ def image_Dt(v: torch.Tensor, taps: tuple, ir: StencilIR) -> torch.Tensor:
         v = v.narrow(other, before, v.shape[other] - before - after)
     if ir.boundary == "neumann" and k > 1:
         v = v.narrow(dim, o, v.shape[dim] - k + 1)
+    left, _, mode = ir.adjoint_padding
+    if mode == "circular":  # tap j reads v[(k + K - 1 - j - left) mod n]
+        return weighted_rolls(v, taps, [left - (k - 1 - j) for j in range(k)], dim)
     vp = pad_dim(v, *ir.adjoint_padding, dim)
     n = vp.shape[dim] - k + 1
     y = taps[0] * vp.narrow(dim, k - 1, n)
     for j in range(1, k):
         y = y + taps[j] * vp.narrow(dim, k - 1 - j, n)
     return y
+
+
+def weighted_rolls(x: torch.Tensor, taps: tuple, shifts: list, dim: int) -> torch.Tensor:
+    """``sum_j w_j roll(x, s_j)`` along ``dim`` (a circular correlation; a shift of 0 mod n reads
+    ``x`` itself): the terms of the circularly padded form, in its order, so the same values,
+    for any period (also shorter than the stencil); autograd through a roll is one roll back."""
+    n = x.shape[dim]
+    acc = None
+    for w, s in zip(taps, shifts):
+        t = w * (x if s % n == 0 else torch.roll(x, s, dims=dim))
+        acc = t if acc is None else acc + t
+    return acc
 
 
 class ClampedDiffusivity(torch.autograd.Function):
