@@ -518,11 +518,18 @@ def unpad_dim(y: torch.Tensor, left: int, right: int, mode: str, dim: int) -> to
 def shifted_sum_dim(xp: torch.Tensor, coeffs: tuple[float, ...], starts: tuple[int, ...], n: int,
                     dim: int) -> torch.Tensor:
     """``sum_j c_j xp[s_j : s_j + n]`` along ``dim``, in the order and form codegen prints."""
+    return weighted_terms([xp.narrow(dim, s, n) if c != 0.0 else None for c, s in zip(coeffs, starts)],
+                          coeffs)
+
+
+def weighted_terms(terms: list, coeffs: tuple[float, ...]) -> torch.Tensor:
+    """``sum_j c_j t_j`` left to right, skipping zero weights (their terms may be None), ``1*t`` and
+    ``-1*t`` written ``t`` and ``-t`` (IEEE gives the same bits, one kernel less): the form of
+    :func:`shifted_sum_dim` for terms that are not views of one padded array."""
     acc: Optional[torch.Tensor] = None
-    for c, s in zip(coeffs, starts):
+    for c, t in zip(coeffs, terms):
         if c == 0.0:
             continue
-        t = xp.narrow(dim, s, n)
         if acc is None:
             acc = t if c == 1.0 else -t if c == -1.0 else c * t
         else:
@@ -559,17 +566,16 @@ def scoped(key: tuple, make: Callable[[], Any]) -> Any:
     return hit
 
 
-def correlate_into(xp: torch.Tensor, coeffs: tuple[float, ...], out: torch.Tensor, dim: int) -> None:
-    """``out = shifted_sum_dim(xp, coeffs, (0, 1, ...), n, dim)`` (the valid correlation), bit for
-    bit.  The forward and backward differences (-1, 1) and (1, -1) are one subtraction written
-    into ``out``: ``-a + b`` and ``b - a`` are the same IEEE operation."""
-    n = out.shape[dim]
+def correlate_into(terms: list, coeffs: tuple[float, ...], out: torch.Tensor) -> None:
+    """``out = weighted_terms(terms, coeffs)``, bit for bit (``terms[j]``: what tap j reads).  The
+    forward and backward differences (-1, 1) and (1, -1) are one subtraction written into
+    ``out``: ``-a + b`` and ``b - a`` are the same IEEE operation."""
     if coeffs == (-1.0, 1.0):
-        torch.sub(xp.narrow(dim, 1, n), xp.narrow(dim, 0, n), out=out)
+        torch.sub(terms[1], terms[0], out=out)
     elif coeffs == (1.0, -1.0):
-        torch.sub(xp.narrow(dim, 0, n), xp.narrow(dim, 1, n), out=out)
+        torch.sub(terms[0], terms[1], out=out)
     else:
-        out.copy_(shifted_sum_dim(xp, coeffs, tuple(range(len(coeffs))), n, dim))
+        out.copy_(weighted_terms(terms, coeffs))
 
 
 def specialise(op: "exprs.Op", params: dict, var: str, lib: dict) -> Callable[[Any], Any]:
@@ -784,14 +790,24 @@ class AxisPlan:
             self.two = (j0, j1, self.vp.narrow(dim, s0, n_out), self.vp.narrow(dim, s1, n_out))
 
     def D(self, u: torch.Tensor) -> None:
-        """Writes the rows of ``D u`` into this axis's channel of the flux-grid buffer."""
-        dim, out = self.dim, self.out
-        if self.frame is not None:
-            self.frame_inner.copy_(u)
-            up = self.frame
+        """Writes the rows of ``D u`` into this axis's channel of the flux-grid buffer.  Tap j
+        reads ``u_pad[i + j]``: a view of the zero-framed copy of u (dirichlet) or of u itself
+        (neumann), and for periodic ``u[(i + j - left) mod n]``, a roll of u (0: u itself; the
+        same values as the concatenation pad_dim builds, without slicing it)."""
+        dim, out, w1 = self.dim, self.out, self.pair.w1
+        left, _, mode = self.pad
+        if mode == "circular":
+            n = u.shape[dim]
+            terms = [None if c == 0.0 else u if (left - j) % n == 0 else torch.roll(u, left - j, dim)
+                     for j, c in enumerate(w1)]
         else:
-            up = pad_dim(u, *self.pad, dim)
-        correlate_into(up, self.pair.w1, out, dim)
+            up = u
+            if self.frame is not None:
+                self.frame_inner.copy_(u)
+                up = self.frame
+            m = out.shape[dim]
+            terms = [None if c == 0.0 else up.narrow(dim, j, m) for j, c in enumerate(w1)]
+        correlate_into(terms, w1, out)
 
     def Dt(self, g: torch.Tensor, scale) -> torch.Tensor:
         """``scale * D^T (rows(v) * rows(g))``, v this axis's channel of ``D u``.  Two taps ``m``
