@@ -977,6 +977,10 @@ class DiffusionOperator2D(nn.Module):
         (:func:`zero_pad_stored`), saves divisions but allocates two image-sized temporaries per
         step, which page-fault on every step once glibc returns freed memory to the system (see
         the page-fault column of benchmarks/bench_cpu.py).
+
+        Eager without autograd (fused backend, a plain tensor that no graph records): the same
+        operations on the same values again, over buffers made once per ``forward``
+        (:meth:`_explicit_step_eager`); with autograd, the plain composition below.
         """
         if self.px.backend == "fused" and eager_tensor(u):
             return self._explicit_step_eager(u, tau)
