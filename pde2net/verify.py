@@ -989,9 +989,9 @@ def reference_run(prog, u0: np.ndarray, steps: int) -> np.ndarray:
         elif isinstance(sch, FSI):
             M = A(vec)
             prev = cur = vec
-            for a, b in kw["alphas"]:
+            for a_k, b_k in kw["alphas"]:  # not ``b``: that is the boundary value added back below
                 step = cur - kw["tau"] * ((M if kw["frozen"] else A(cur)) @ cur)
-                prev, cur = cur, a * step + b * prev
+                prev, cur = cur, a_k * step + b_k * prev
             vec = cur
         else:
             assert isinstance(sch, Implicit)
