@@ -378,6 +378,9 @@ def test_recognises_only_its_forms():
     assert FAMILY.recognise(U - U ** 3, ctx) is None
     t = FAMILY.recognise(LAM * DIV(GRAD(U)), ctx)
     assert t is not None and t.linear and t.bound(ctx).value == 4 * sp.Rational(1, 2) * 2
+    # a sum inside div with the common factor grad(u): g + 1 with sup 2
+    t = FAMILY.recognise(DIV(1 / (1 + NORM(GRAD(U)) ** 2) * GRAD(U) + GRAD(U)), ctx)
+    assert t is not None and not t.linear and t.bound(ctx).value == 2 * 8
 
 
 @pytest.mark.parametrize("term", [
@@ -528,3 +531,17 @@ def test_soundness_no_wrong_stable(ndim, data, kind, c, lam, sigma, amplitude):
     ev = np.linalg.eigvalsh(a)
     assert ev.min() >= -1e-9 * max(1.0, ev.max())
     assert ev.max() <= float(b.value) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("equation,param,words", [
+    ("div( g(norm(grad(gauss(u, sigma)))^2) * grad(u) )", "param sigma = -1", "sigma (sigma = -1)"),
+    ("div( g(norm(grad(u))^2) * grad(gauss(u, 1)) )", "", "must be g(norm(grad(u))^2) * grad(u)"),
+    ("div( g(norm(grad(u))^2 + norm(grad(gauss(u, 1)))^2) * grad(u) )", "", "two different gradients"),
+])
+def test_malformed_specs_point_at_the_equation(equation, param, words):
+    """Bad input through compile_text: a PdeError at the equation's line, saying what is expected."""
+    text = (f"pde bad\n{param}\nfield u(x, y, z)\ndiffusivity g(s2) = 1 / (1 + s2)\n"
+            f"equation dt(u) = {equation}\nsize NX = 4, NY = 4, NZ = 4\nscheme explicit(tau = 0.1, steps = 2)\n")
+    with pytest.raises(PdeError) as err:
+        pde2net.compile_text(text, "bad.pde")
+    assert words in str(err.value) and "bad.pde:5:" in str(err.value)
