@@ -545,3 +545,20 @@ def test_malformed_specs_point_at_the_equation(equation, param, words):
     with pytest.raises(PdeError) as err:
         pde2net.compile_text(text, "bad.pde")
     assert words in str(err.value) and "bad.pde:5:" in str(err.value)
+
+
+def test_implicit_cg_solves_the_dense_system():
+    """Catte in 3D, semi-implicit: each step solves (I + tau A(u^k)) u^(k+1) = u^k (CG from 0,
+    enough iterations to converge) - compared with numpy.linalg.solve on the reference matrix."""
+    text = _example("catte", field="field u(x, y, z)", size="size NX = 5, NY = 4, NZ = 3",
+                    boundary="boundary x: dirichlet, y: neumann, z: periodic",
+                    scheme="scheme implicit(tau = 3, steps = 2, iterations = 120)")
+    prog = pde2net.compile_text(text, "implicit.pde")
+    assert prog.stability.stable and prog.stability.unconditional
+    u0 = np.random.default_rng(11).uniform(0, 1, (1, 3, 4, 5))
+    u = u0.copy()
+    for _ in range(2):
+        a = reference_matrix(u, pm(1.0, 0.05), (1.0, 1.0, 1.0), ("dirichlet", "neumann", "periodic"), 1.0)
+        u = np.linalg.solve(np.eye(a.shape[0]) + 3.0 * a, u.ravel()).reshape(u.shape)
+    got = prog.module(dtype=torch.float64)(torch.tensor(u0[None]))[0].numpy()
+    assert np.abs(got - u).max() <= 1e-9 * np.abs(u).max()
