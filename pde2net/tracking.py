@@ -43,8 +43,8 @@ def takes_data(net: Any) -> bool:
 
 def chunkable(net: Any) -> bool:
     """Whether ``net.forward`` takes ``steps`` (each block independent of its index)."""
-    try:
-        return "steps" in inspect.signature(net.forward).parameters
+    try:  # a plain function (the network with its data field bound) is its own forward
+        return "steps" in inspect.signature(getattr(net, "forward", net)).parameters
     except (TypeError, ValueError):
         return False
 

@@ -1128,7 +1128,7 @@ def verify_text(r: VerificationReport, saved_to: Optional[str] = None) -> str:
         f"verify {r.name} ({r.scheme}, N = {_grid_text(r.grid)}, float64, seed {r.seed})",
         f"  1. claim        verdict {r.verdict.upper()}: tau = {sym.get('tau'):.10g}, tau_max = {tau_max}"
         f" ({sym.get('guarantee')})",
-        f"  2. {'lambda_max(A)' if 'asymmetry' in r.norm else '||D||^2      '}"
+        f"  2. {'lambda_max(A) ' if 'asymmetry' in r.norm else '||D||^2      '}"
         f"{r.norm['actual']:.10g} for this N ({r.norm['method']}) <= bound {bound}: "
         + ("ok" if r.norm["ok"] else "VIOLATED"),
         f"  3. battery      {sum(f['inputs'] for f in r.battery)} inputs, max |D u0| from "

@@ -78,6 +78,9 @@ class _Report:
     def done(self, stable: bool, verdict: str, reason: str, tau_max: Optional[sp.Expr] = None,
              guarantee: str = "none", unconditional: bool = False,
              statement: Optional[str] = None) -> StabilityReport:
+        # the scheme's statement first, then the sections the terms' bounds rest on
+        parts = [p for p in (statement or "").split("; ") if p] + self.statement.split("; ")
+        statement = "; ".join(dict.fromkeys(p for p in parts if p))
         if tau_max is not None:
             self.exact["tau_max"] = str(tau_max)
         if self.lam is not None:
@@ -90,7 +93,7 @@ class _Report:
             stable=stable, reason=reason, bound_expr="tau <= 2 / lambda_max(A), lambda_max(A) <= "
             + " + ".join(str(b.value) for b in self.bounds if b.value is not None),
             verdict=verdict, guarantee=guarantee,
-            statement=statement or self.statement, unconditional=unconditional,
+            statement=statement, unconditional=unconditional,
             flux="; ".join(t.describe() for t in a.operator.terms),
             stencil="operator model", boundary=", ".join(a.operator.context.boundaries),
             h=[float(h) for h in m.grid], hypotheses=self.hypotheses, extra=self.extra, exact=self.exact)
