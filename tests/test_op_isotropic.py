@@ -562,3 +562,18 @@ def test_implicit_cg_solves_the_dense_system():
         u = np.linalg.solve(np.eye(a.shape[0]) + 3.0 * a, u.ravel()).reshape(u.shape)
     got = prog.module(dtype=torch.float64)(torch.tensor(u0[None]))[0].numpy()
     assert np.abs(got - u).max() <= 1e-9 * np.abs(u).max()
+
+
+@pytest.mark.parametrize("sigma,linear", [(None, True), (None, False), (1, False)])
+def test_traced_term_keeps_dynamic_shapes(sigma, linear):
+    """torch.jit.trace of the runtime term on one grid, run on another: the same values as the
+    live term there (no shape is frozen into the graph; ONNX/TorchScript export rely on it)."""
+    bnds = ("dirichlet", "neumann", "periodic")
+    ctx = context((4, 5, 6), bnds, (1.0, 1.0, 1.0), 2)
+    term = FAMILY.recognise(LAPLACE(U) if linear else pm_term(1, sigma), ctx).torch_term(ctx)
+    rng = np.random.default_rng(2)
+    a = torch.tensor(rng.standard_normal((1, 2, 4, 5, 6)))
+    b = torch.tensor(rng.standard_normal((3, 2, 7, 6, 9)))
+    with torch.no_grad():
+        traced = torch.jit.trace(term, (a,), check_trace=False)
+    assert torch.allclose(traced(b), term(b), rtol=1e-13, atol=1e-13)
