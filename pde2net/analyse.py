@@ -705,7 +705,7 @@ def _learned_choice(spec: ast.Spec, src: Source, values: dict[str, sp.Expr]
                     ) -> Optional[LearnedChoice]:
     """The checked values of the learned forms (None when the spec has no learned bank)."""
     st = next((s for s in spec.statements if isinstance(s, ast.StencilStmt)), None)
-    if st is None or st.bindings is None:
+    if st is None or st.bindings is None or (st.kind is not None and st.kind.text == ANISOTROPIC):
         return None
     got = _learned_values(st.bindings, LEARNED_STENCIL_KEYS, src, values, "stencil learned")
     g = next((f for f in spec.statements

@@ -255,6 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise PdeError(f"--movie {args.movie}: unknown movie format", None, Source("", args.movie),
                            "a file name ending in .gif or .mp4")
     prog = _load(args)
+    args.input, named = _input_options(args.input or [], prog)
     report = prog.stability
     if not report.stable:
         print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
@@ -270,6 +271,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     net = prog.module(backend=args.backend, steps=args.steps, dtype=dtype)
     u0 = torch.as_tensor(data, dtype=torch.float64).to(device=device, dtype=dtype)
     net = net.to(device)
+    inputs = _input_fields(named, prog, field, u0, dtype)
+    for what, values in [(args.input or "the bundled test input", data)] + [
+            (f"--input {k}", v.detach().cpu().double().numpy()) for k, v in zip(named, inputs)]:
+        outside = _region_notice(report, values, what)
+        if outside:
+            print(f"warning: {outside}", file=sys.stderr)
     if args.backend == "fused" and device.type == "cpu":
         from .fastpath import accelerate
 
@@ -281,7 +288,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with torch.no_grad():
         try:
-            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie))
+            u, times, states = _evolve(net, u0, steps, prog, want_states=bool(args.plot or args.movie),
+                                       data=inputs)
         except PdeError as err:  # the input's grid does not fit the network (multigrid transfers)
             raise err.with_source(Source("", args.input or "the bundled test input")) from None
     elapsed = time.perf_counter() - t0
@@ -315,6 +323,90 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{_verdict_reason(report)}): the evolution blew up or overflowed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _input_options(values: Sequence[str], prog: Program) -> tuple[Optional[str], dict[str, str]]:
+    """``--input`` values: ``FILE`` (the initial value) or ``NAME=FILE`` (the spec's input field
+    NAME; the field's own name means the initial value).  Returns the initial value's path and
+    the input fields' paths by name.  An unknown NAME is bad input, with a "did you mean"."""
+    import re
+    from difflib import get_close_matches
+
+    from .parse import FieldStmt, InputStmt
+
+    declared = [st.name.text for st in prog.spec.statements if isinstance(st, InputStmt)]
+    fields = [st.name.text for st in prog.spec.statements if isinstance(st, FieldStmt)]
+    initial: list[str] = []
+    named: dict[str, str] = {}
+    for value in values:
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)", value, flags=re.S)
+        if m is None:
+            initial.append(value)
+            continue
+        name, path = m.groups()
+        if name in fields:
+            initial.append(path)
+        elif name in declared:
+            if name in named:
+                raise PdeError(f"--input {name}= is given twice", None, Source("", value),
+                               f"one --input {name}=FILE")
+            named[name] = path
+        else:
+            choices = declared + fields
+            close = get_close_matches(name, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            what = f"its input fields are {', '.join(declared)}" if declared else "it declares no input field"
+            raise PdeError(f"--input {value}: the spec has no input {name!r} ({what}){hint}", None,
+                           Source("", value), "--input FILE (the initial value) or --input NAME=FILE "
+                           f"with NAME one of: {', '.join(choices)}")
+    if len(initial) > 1:
+        raise PdeError(f"--input gives {len(initial)} initial values ({', '.join(initial)})", None,
+                       Source("", initial[1]), "one --input FILE; NAME=FILE for an input field")
+    return (initial[0] if initial else None), named
+
+
+def _region_notice(report, values, what: str) -> Optional[str]:
+    """When the verdict claims an invariant region [a, b] (a nonlinear reaction, docs/theory.md
+    §11) and the run's data leave it: the claim does not cover this run."""
+    import numpy as np
+
+    region = report.extra.get("invariant_region") if report.verdict == "stable" else None
+    if region is None or not np.size(values):
+        return None
+    lo, hi = float(np.min(values)), float(np.max(values))
+    a, b = region
+    if a <= lo and hi <= b:
+        return None
+    return (f"{what} has values in [{lo:.6g}, {hi:.6g}], outside the invariant region [{a:.6g}, {b:.6g}] "
+            f"that the stability claim covers: nothing is claimed for this run")
+
+
+def _input_fields(named: dict[str, str], prog: Program, field, u0, dtype) -> list:
+    """The data field the network reads (the input of its data term), shaped like ``u0``: the
+    file given with ``--input NAME=FILE``; empty when none is given (the network then uses the
+    initial value, docs/language.md) or the network reads no input field."""
+    import torch
+
+    from .fieldio import read_field
+
+    operator = getattr(prog.arch, "operator", None)
+    used = operator.reaction.input if operator is not None else None
+    for name in named:
+        if name != used:
+            print(f"note: --input {name}=... is not read: the equation has no data term in {name}",
+                  file=sys.stderr)
+    out = []
+    if used in named:
+        name, path = used, named[used]
+        got = read_field(path, prog)
+        if got.data.shape != field.data.shape:
+            raise PdeError(f"--input {name}={path} has shape {got.data.shape} (batch, channels, space), "
+                           f"the initial value {field.data.shape}", None, Source("", path),
+                           "the same batch, channels and grid as the initial value")
+        data = got.for_spec(prog.model.channels, path)
+        _check_representable(data, dtype, path)
+        out.append(torch.as_tensor(data, dtype=torch.float64).to(device=u0.device, dtype=dtype))
+    return out
 
 
 def _scale_notice(prog: Program, net, u0, where: str) -> Optional[str]:
@@ -424,13 +516,17 @@ def _output_path(path: Optional[str], option: str) -> None:
                        "a path inside an existing directory")
 
 
-def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
+def _evolve(net, u0, steps, prog: Program, want_states: bool = False, data: Sequence = ()):
     """Runs the network; a network whose ``forward`` takes ``steps`` (time steps / cycles, each
     block independent of its index) runs in chunks so that progress (:class:`tracking.Progress`:
     a tqdm bar on a terminal, else a line at most every 10 s) and the plotted states can be shown
     -- the same blocks in the same order, so the result is identical.  Returns the output, the
-    times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``."""
+    times and the states (first signal / image of the batch) for ``--plot`` / ``--movie``.
+    ``data``: the data field f (a one-element list, or empty for the default f = u0), held
+    fixed across the chunks."""
     from . import tracking
+
+    f = data[0] if data else None  # the data field; None: the network's default, u0
 
     def first(u):
         x = u.detach().cpu().double().numpy()
@@ -439,7 +535,7 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
 
     per_block = tracking.time_per_block(prog.arch)
     if not (isinstance(steps, int) and steps > 0 and tracking.chunkable(net)):
-        u = net(u0)
+        u = net(u0, f) if f is not None else net(u0)
         return u, [0.0, per_block * (steps or 0)], [first(u0), first(u)]
     progress = tracking.Progress(steps)
     times, states = [0.0], [first(u0)]
@@ -453,7 +549,7 @@ def _evolve(net, u0, steps, prog: Program, want_states: bool = False):
     # Chunks are for the plotted states and for progress; a multi-step kernel (pde2net.fastpath)
     # is fastest in long calls, so without states short runs are one call and long ones 20 chunks.
     chunk = max(1, steps // 100) if want_states else (steps if steps <= 200 else max(1, steps // 20))
-    u, done = tracking.run(net, u0, steps, per_block, chunk, on_step)
+    u, done = tracking.run(net, u0, steps, per_block, chunk, on_step, data=f)
     progress.close()
     if not want_states:
         times, states = [0.0, done * per_block], [first(u0), first(u)]
@@ -696,9 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "--movie evolution.gif", formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("file")
     _add_spec_options(c)
-    c.add_argument("--input", help=".npy array ((N,) or (B, N); 2D: (H, W), (B, H, W), ... see "
+    c.add_argument("--input", action="append", metavar="FILE | NAME=FILE",
+                   help=".npy array ((N,) or (B, N); 2D: (H, W), (B, H, W), ... see "
                    "--layout) or, for 2D, a PNG or TIFF image (values kept as they are, e.g. 0..255; "
-                   "colour: each channel diffused separately); default: bundled test signal / image")
+                   "colour: each channel diffused separately); default: bundled test signal / image. "
+                   "NAME=FILE (repeatable) gives the spec's input field NAME (e.g. the data f of a "
+                   "term alpha * (f - u)); default: the initial value")
     c.add_argument("--layout", help="axes of the --input .npy: letters B (batch), C (channels), N "
                    "(1D) or H, W (2D), e.g. BHW, HWC, CHW; needed when the shape is ambiguous")
     c.add_argument("--output", help=".npy file for the result (the input's layout and dtype), or for "

@@ -97,6 +97,8 @@ def frozen_matrix(net, u: torch.Tensor) -> np.ndarray:
 
 def retime(text: str, factor: float) -> str:
     """The same spec at ``factor`` times the largest proven step (exact decimal)."""
+    if factor == 1.0:  # exactly at the bound: the exact value, not a rounded decimal
+        return text
     prog = pde2net.compile_text(text)
     tau = float(prog.stability.tau) * factor
     return text.replace("tau = auto", f"tau = {tau!r}")

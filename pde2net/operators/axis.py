@@ -237,6 +237,16 @@ class AxisTerm:
                   f"= {value} with L = sup g_{x * self.order} = {L}, {hx} = {self.h}")
         return Bound(value, True, reason, cite(2), hyps, attained_at_zero(self.g, ctx), "")
 
+    def nonnegative_stencil(self, ctx: Context) -> Optional[sp.Expr]:
+        """For order 1: a bound on the diagonal of every frozen ``D^T G D``, whose off-diagonal
+        entries are <= 0 (a nonnegative stencil, docs/theory.md §11): each row of D is one
+        difference ``(u_(r+1) - u_r) / h`` and G is diagonal in [0, L], so a node has at most two
+        edges of weight <= L / h^2 (dirichlet ghosts add to the diagonal only).  None for higher
+        orders (their stencils have positive off-diagonal entries) or unproven ``0 <= g <= L``."""
+        if self.order != 1 or not self.g.proven:
+            return None
+        return sp.simplify(2 * self.g.L / self.h ** 2)
+
     def torch_term(self, ctx: Context) -> Any:
         from .runtime.axis import AxisDiffusion
 

@@ -223,6 +223,12 @@ class ReactionBound:
     reason: str
     section: str
     hypotheses: tuple = ()
+    #: (a, b) exact when the claim is an invariant region (values of u^0 and f in [a, b] stay
+    #: there) instead of a norm bound; verify then checks that claim
+    region: Optional[tuple] = None
+    #: (alpha, c, k) exact when the claim is ``||u^n|| <= max(||u^0||, ||(alpha f + c) / k||)``
+    #: with a constant source c != 0 (the bound then exceeds ||u^0||); verify checks that claim
+    forcing: Optional[tuple] = None
 
 
 REACTION_FAMILY: list[ReactionFamily] = []

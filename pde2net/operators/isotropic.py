@@ -92,6 +92,16 @@ class Isotropic:
         L = self.g.L
         return Bound(sp.simplify(L * norm2), True, _reason(L, ctx), sections, hyps, True)
 
+    def nonnegative_stencil(self, ctx: Context) -> Optional[sp.Expr]:
+        """A bound on the diagonal of every frozen ``D^T G D``, whose off-diagonal entries are
+        <= 0 (a nonnegative stencil, docs/theory.md §11): each row of D is one forward difference
+        and G is diagonal in [0, L] (presmoothing changes only its values), so ``D^T G D`` is a
+        weighted graph Laplacian (dirichlet ghosts add to the diagonal only); a node has at most
+        two edges per axis, each of weight <= L / h_d^2.  None when 0 <= g <= L is not proven."""
+        if not self.g.proven:
+            return None
+        return sp.simplify(self.g.L * sp.Add(*(2 / h ** 2 for h in ctx.grid)))
+
     def torch_term(self, ctx: Context):
         """The live :class:`runtime.isotropic.IsotropicTerm`."""
         from .runtime.isotropic import IsotropicTerm

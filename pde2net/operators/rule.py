@@ -105,8 +105,17 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     if isinstance(sch, Implicit):
         return _implicit(r, lam, ctx)
     if not reaction.empty:
-        rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx)
+        rb: ReactionBound = REACTION_FAMILY[0].bound(reaction, lam, ctx, terms=r.arch.operator.terms)
         r.hypotheses.extend(dict(h) for h in rb.hypotheses)
+        if getattr(rb, "forcing", None) is not None:  # ||u^n|| <= max(||u^0||, ||g||): verify's claim
+            r.extra["bounded_by_forcing"] = [float(x) for x in rb.forcing]
+        if getattr(rb, "region", None) is not None:  # the claim verify checks (docs/theory.md §11)
+            r.extra["invariant_region"] = [float(x) for x in rb.region]
+            if _le(r.tau, rb.tau_max) is not True:  # the region may be left; no norm statement
+                return r.done(False, "cannot prove", f"cannot prove: tau = {float(r.tau):.6g} exceeds "
+                              f"the invariant-region bound {float(rb.tau_max):.6g} ({rb.reason}), and a "
+                              f"nonlinear reaction has no norm bound ({rb.section})", rb.tau_max,
+                              statement=rb.section)
         if rb.tau_max is None:
             verdict = "not stable" if rb.failure == "negative" else "cannot prove"
             return r.done(False, verdict, rb.reason, statement=rb.section)
@@ -134,7 +143,7 @@ def _explicit_like(r: _Report, tau_max: sp.Expr, claim: str, statement: str, rul
     if ok is None:
         return r.done(False, "cannot prove", "cannot prove: tau is within 1e-45 of the bound", tau_max)
     if not ok:
-        return r.done(False, "not stable", f"tau = {float(tau):.6g} exceeds the bound {float(tau_max):.6g} "
+        return r.done(False, "not stable", f"tau = {_close(tau, tau_max)} exceeds the bound {tau_max} "
                       f"({rule}, lambda_max(A) <= {r.lam}); above it small inputs along the top "
                       f"eigenvector grow ({statement})", tau_max)
     return r.done(True, "stable", f"every term's weights are proven in range, lambda_max(A) <= {r.lam}, "
@@ -142,12 +151,25 @@ def _explicit_like(r: _Report, tau_max: sp.Expr, claim: str, statement: str, rul
                   statement=statement)
 
 
+def _close(tau: sp.Expr, bound: sp.Expr) -> str:
+    """tau for a message: 6 digits, or every digit when 6 would print it equal to the bound."""
+    short = f"{float(tau):.6g}"
+    return short if short != f"{float(bound):.6g}" else f"{tau} (= {float(tau)!r})"
+
+
 def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
     sch: Implicit = r.arch.scheme
     reaction = r.arch.operator.reaction
     c = sp.Integer(0)
+    implicit_claim = None
     if not reaction.empty:
         fam = REACTION_FAMILY[0]
+        implicit_claim = fam.implicit(reaction, ctx) if hasattr(fam, "implicit") else None
+        if implicit_claim is not None and implicit_claim.failure:  # a source: constants grow
+            return r.done(False, "not stable" if implicit_claim.failure == "negative" else "cannot prove",
+                          implicit_claim.reason, statement=implicit_claim.section)
+        if implicit_claim is not None and implicit_claim.forcing is not None:
+            r.extra["bounded_by_forcing"] = [float(x) for x in implicit_claim.forcing]
         c = fam.linear_coefficient(reaction, ctx)
         if c is None or not (sp.Integer(0) + c).is_number or not c >= 0:
             return r.done(False, "not stable" if c is not None else "cannot prove",
@@ -163,7 +185,8 @@ def _implicit(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
         if not holds:
             return r.done(False, "cannot prove", f"cannot prove: the CG solve's condition number "
                           f"{float(kappa):.3g} is too large for {dtype} ({cite(14)})", statement=cite(5))
-    claim = ("||u^(k+1)|| <= ||u^k||" if reaction.empty else
+    claim = ("||u^(k+1)|| <= ||u^k||" if reaction.empty else implicit_claim.statement
+             if implicit_claim is not None else
              "||u^(k+1)|| <= max(||u^k||, ||f||) when the data weight is at most c")
     if ctx.dirichlet_value is not None:
         claim = (f"||u^(k+1) - b|| <= ||u^k - b|| with the boundary value b = {ctx.dirichlet_value} "
