@@ -30,7 +30,7 @@ MODELS = (
     ("Perona-Malik", "perona_malik_2d.pde", {"lambda": "0.05"}),
     ("Catte (PM + gauss, sigma 1)", "catte.pde", {"lambda": "0.05", "sigma": "1"}),
     ("EED (sigma 1)", "eed.pde", {"lambda": "0.05", "sigma": "1"}),
-    ("TV + data term", "tv_denoise.pde", {"eps": "0.05", "alpha": "0.05"}),
+    ("TV + data term", "tv_denoise.pde", {"eps": "0.01", "alpha": "0.1"}),
 )
 TIMES = (2, 5, 10, 20, 40)
 

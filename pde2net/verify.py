@@ -905,7 +905,7 @@ def _depth(arch: Architecture) -> int:
 
 
 def _grid_text(grid: tuple[int, ...]) -> str:
-    return " x ".join(str(g) for g in reversed(grid)) if len(grid) == 2 else str(grid[0])
+    return " x ".join(str(g) for g in reversed(grid)) if len(grid) >= 2 else str(grid[0])
 
 
 # ------------------------------------------------------------------- the operator model
@@ -930,14 +930,16 @@ OPERATOR_REFERENCE_RTOL = 1e-10
 
 
 def operator_field_shape(prog, size: Optional[int]) -> tuple[int, ...]:
-    """``(C, *space)`` with x last: ``size`` per axis, else the spec's size, else the default."""
+    """``(C, *space)`` with x last: ``size`` per axis, else the spec's size capped at the default
+    per axis (the checks form dense n x n matrices and their eigenvalues)."""
     ctx = prog.arch.operator.context
+    cap = OPERATOR_DEFAULT_SIZE[ctx.ndim]
     if size is not None:
         space = (size,) * ctx.ndim
     elif prog.arch.size:
-        space = tuple(reversed(prog.arch.size))
+        space = tuple(min(n, cap) for n in reversed(prog.arch.size))
     else:
-        space = (OPERATOR_DEFAULT_SIZE[ctx.ndim],) * ctx.ndim
+        space = (cap,) * ctx.ndim
     shape = (ctx.channels,) + space
     if math.prod(shape) > 4096:
         raise _grid_error(prog, f"a field of {math.prod(shape)} values is too large for the "
