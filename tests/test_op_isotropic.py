@@ -599,3 +599,21 @@ def test_colour_catte_with_data_term_end_to_end(tmp_path):
     for net in (prog.module(dtype=torch.float64), mod.Network().double()):
         got = net(torch.tensor(u0[None]), torch.tensor(f[None]))[0].numpy()
         assert np.abs(got - u).max() <= 1e-12 * np.abs(u).max()
+
+
+@pytest.mark.parametrize("name,size", [("color_pm", "size NX = 9, NY = 8"), ("heat_3d", "size NX = 6, NY = 5, NZ = 4")])
+def test_colour_and_3d_export(name, size, tmp_path):
+    """TorchScript, ONNX and torch.export of the colour and 3D examples, checked on another grid:
+    the channel axis stays fixed, the grid axes dynamic."""
+    from pde2net import export
+
+    prog = pde2net.compile_text(_example(name, size=size, scheme="scheme explicit(tau = 0.1, steps = 2)"))
+    shape = export.example_shape(prog)
+    assert shape == ((1, 3, 8, 9) if name == "color_pm" else (1, 4, 5, 6))
+    checks = [export.export_torchscript(prog.module(), str(tmp_path / "n.pt"), shape),
+              export.export_pt2(prog.module(), str(tmp_path / "n.pt2"), shape)]
+    pytest.importorskip("onnxruntime")
+    checks.append(export.export_onnx(prog.module(), str(tmp_path / "n.onnx"), shape))
+    for c in checks:
+        assert c.checked_shape[1:] == ((3, 11, 12) if name == "color_pm" else (7, 8, 9))
+        assert c.rel_error is not None and c.rel_error <= 1e-6
