@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ MODELS = (
     ("Perona-Malik", "perona_malik_2d.pde", {"lambda": "0.05"}),
     ("Catte (PM + gauss, sigma 1)", "catte.pde", {"lambda": "0.05", "sigma": "1"}),
     ("EED (sigma 1)", "eed.pde", {"lambda": "0.05", "sigma": "1"}),
-    ("TV + data term", "tv_denoise.pde", {"eps": "0.05", "alpha": "0.05"}),
+    ("TV + data term", "tv_denoise.pde", {"eps": "0.01", "alpha": "0.1"}),
 )
 TIMES = (2, 5, 10, 20, 40)
 
@@ -48,7 +49,7 @@ def camera(sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(path: Path, params: dict, T: float, noisy: np.ndarray) -> tuple[np.ndarray, str, float]:
-    text = path.read_text().replace("tau = 0.2", "tau = auto")
+    text = re.sub(r"\btau = [0-9.]+", "tau = auto", path.read_text())
     prog = pde2net.compile_text(text, str(path), params=params, time=T)
     net = prog.module(dtype=torch.float32)
     t0 = time.perf_counter()

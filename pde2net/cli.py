@@ -257,7 +257,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     prog = _load(args)
     args.input, named = _input_options(args.input or [], prog)
     report = prog.stability
-    if not report.stable:
+    if not report.stable and not report.extra.get("invariant_region_proven"):
+        # (a proven invariant region is checked against the data below: a notice if it leaves it)
         print(f"warning: {_verdict_reason(report)}", file=sys.stderr)
     field = _run_input(args, prog)
     for note in field.notes(prog.model.channels):
@@ -370,7 +371,7 @@ def _region_notice(report, values, what: str) -> Optional[str]:
     §11) and the run's data leave it: the claim does not cover this run."""
     import numpy as np
 
-    region = report.extra.get("invariant_region") if report.verdict == "stable" else None
+    region = report.extra.get("invariant_region") if report.extra.get("invariant_region_proven") else None
     if region is None or not np.size(values):
         return None
     lo, hi = float(np.min(values)), float(np.max(values))

@@ -86,9 +86,21 @@ def fixed_grid(net: torch.nn.Module) -> bool:
     return callable(getattr(net, "hierarchy", None))
 
 
-def _second_shape(shape: tuple[int, ...], grid_dynamic: bool = True) -> tuple[int, ...]:
+def grid_axes(net: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The input's grid axes: every axis after the batch, except an operator network's channel
+    axis (its last ``ndim`` axes are the grid; a channel axis before them has a fixed size)."""
+    ndim = getattr(net, "ndim", None)
+    if isinstance(ndim, int) and isinstance(getattr(net, "channels", None), int):
+        return tuple(range(len(shape) - ndim, len(shape)))
+    return tuple(range(1, len(shape)))
+
+
+def _second_shape(shape: tuple[int, ...], grid_dynamic: bool = True,
+                  grid: Optional[tuple[int, ...]] = None) -> tuple[int, ...]:
     """Another shape (batch + 1, each grid axis + 3 where dynamic) to check the dynamic axes."""
-    return (shape[0] + 1,) + tuple(n + 3 if grid_dynamic else n for n in shape[1:])
+    grid = tuple(range(1, len(shape))) if grid is None else grid
+    return (shape[0] + 1,) + tuple(n + 3 if grid_dynamic and i in grid else n
+                                   for i, n in enumerate(shape) if i > 0)
 
 
 def relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:
@@ -107,7 +119,8 @@ def _inputs(net: torch.nn.Module, shape: tuple[int, ...], seed: int = 0,
     """The tracing input and the checking input (another shape along the dynamic axes)."""
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(shape, generator=gen).to(dtype)
-    check = torch.randn(_second_shape(shape, not fixed_grid(net)), generator=gen).to(dtype)
+    check = torch.randn(_second_shape(shape, not fixed_grid(net), grid_axes(net, shape)),
+                        generator=gen).to(dtype)
     return example, check
 
 
@@ -155,7 +168,7 @@ def export_pt2(net: torch.nn.Module, path: str, shape: tuple[int, ...],
     net = net.to(dtype)
     # traced on a batch of at least 2: torch.export specialises an axis of size 1 to 1
     example, check = _inputs(net, (max(2, shape[0]),) + tuple(shape[1:]), dtype=dtype)
-    axes = range(1) if fixed_grid(net) else range(len(shape))
+    axes = range(1) if fixed_grid(net) else (0,) + grid_axes(net, shape)
     dims = ({i: Dim.AUTO for i in axes},)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -197,8 +210,9 @@ def export_onnx(net: torch.nn.Module, path: str, shape: tuple[int, ...],
         raise ImportError("ONNX export needs the 'onnx' package: pip install 'pde2net[onnx]'") from None
     net = net.to(dtype)
     example, check = _inputs(net, shape, dtype=dtype)
-    names = ["batch", "n"] if len(shape) == 2 else ["batch", "h", "w"]
-    axes = {i: name for i, name in enumerate(names[:1] if fixed_grid(net) else names)}
+    grid = () if fixed_grid(net) else grid_axes(net, shape)
+    names = ("n",) if len(grid) == 1 else ("h", "w") if len(grid) == 2 else ("d", "h", "w")
+    axes = {0: "batch", **dict(zip(grid, names))}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:  # the TorchScript-based exporter: fast (under a second) for these small graphs

@@ -13,7 +13,9 @@ dense reference.  Imported lazily: ``pde2net check`` never imports torch.
 """
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +23,7 @@ from torch import nn
 
 from . import exprs
 from .errors import PdeError
-from .lower import Architecture, Explicit, FluxIR, StencilIR, min_points
+from .lower import RADIAL_VAR, Architecture, Explicit, FluxIR, StencilIR, min_points
 from .stencils import Stencil
 
 BACKENDS = ("fused", "conv")
@@ -388,8 +390,9 @@ class DiffusionNet(nn.Module):
 
     def forward(self, u: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:
         rows = self._rows(u)
-        for _ in range(self.steps if steps is None else steps):
-            rows = self.block(rows)
+        with scratch_scope():  # the steps share their padded frames (eager, no autograd)
+            for _ in range(self.steps if steps is None else steps):
+                rows = self.block(rows)
         return rows.reshape(u.shape)
 
     def _rows(self, u: torch.Tensor) -> torch.Tensor:
@@ -515,17 +518,114 @@ def unpad_dim(y: torch.Tensor, left: int, right: int, mode: str, dim: int) -> to
 def shifted_sum_dim(xp: torch.Tensor, coeffs: tuple[float, ...], starts: tuple[int, ...], n: int,
                     dim: int) -> torch.Tensor:
     """``sum_j c_j xp[s_j : s_j + n]`` along ``dim``, in the order and form codegen prints."""
+    return weighted_terms([xp.narrow(dim, s, n) if c != 0.0 else None for c, s in zip(coeffs, starts)],
+                          coeffs)
+
+
+def weighted_terms(terms: list, coeffs: tuple[float, ...]) -> torch.Tensor:
+    """``sum_j c_j t_j`` left to right, skipping zero weights (their terms may be None), ``1*t`` and
+    ``-1*t`` written ``t`` and ``-t`` (IEEE gives the same bits, one kernel less): the form of
+    :func:`shifted_sum_dim` for terms that are not views of one padded array."""
     acc: Optional[torch.Tensor] = None
-    for c, s in zip(coeffs, starts):
+    for c, t in zip(coeffs, terms):
         if c == 0.0:
             continue
-        t = xp.narrow(dim, s, n)
         if acc is None:
             acc = t if c == 1.0 else -t if c == -1.0 else c * t
         else:
             acc = acc + t if c == 1.0 else acc - t if c == -1.0 else acc + c * t
     assert acc is not None, "a stencil has a nonzero weight (checked when lowering)"
     return acc
+
+
+_SCRATCH = threading.local()
+
+
+@contextlib.contextmanager
+def scratch_scope() -> Iterator[None]:
+    """Within it, :func:`scoped` hands the same object to the same caller for the same key: the
+    steps of one ``forward`` reuse their plan and its zero-framed buffers instead of allocating
+    and zero-filling new ones per step (per thread; released when the scope ends)."""
+    prev = getattr(_SCRATCH, "cache", None)
+    _SCRATCH.cache = {}
+    try:
+        yield
+    finally:
+        _SCRATCH.cache = prev
+
+
+def scoped(key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, or inside a :func:`scratch_scope` the object made for ``key`` before (the
+    key holds the caller's id: the caller is alive for the whole scope)."""
+    cache = getattr(_SCRATCH, "cache", None)
+    if cache is None:
+        return make()
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = make()
+    return hit
+
+
+def correlate_into(terms: list, coeffs: tuple[float, ...], out: torch.Tensor) -> None:
+    """``out = weighted_terms(terms, coeffs)``, bit for bit (``terms[j]``: what tap j reads).  The
+    forward and backward differences (-1, 1) and (1, -1) are one subtraction written into
+    ``out``: ``-a + b`` and ``b - a`` are the same IEEE operation."""
+    if coeffs == (-1.0, 1.0):
+        torch.sub(terms[1], terms[0], out=out)
+    elif coeffs == (1.0, -1.0):
+        torch.sub(terms[0], terms[1], out=out)
+    else:
+        out.copy_(weighted_terms(terms, coeffs))
+
+
+def specialise(op: "exprs.Op", params: dict, var: str, lib: dict) -> Callable[[Any], Any]:
+    """``x -> exprs.evaluate(op, {**params, var: x}, lib)`` for a tensor ``x``, with the tree walked
+    once now: every subtree without ``var`` is evaluated here (by ``evaluate`` itself, so with the
+    same scalar arithmetic), and the rest becomes nested closures applying the same operations in
+    the same order.  Same values, no per-call tree walk, dict or scalar math."""
+    if var not in exprs.variables(op):
+        value = exprs.evaluate(op, params, lib)
+        return lambda x: value
+    kind = op.kind
+    if kind == "var":
+        return lambda x: x
+    if kind == "where_zero":
+        return lambda x: exprs.evaluate(op, {**params, var: x}, lib)
+    fs = [specialise(a, params, var, lib) for a in op.args]
+    if kind in ("add", "mul"):
+        def fold(x, add=kind == "add"):
+            vals = [f(x) for f in fs]
+            out = vals[0]
+            for a in vals[1:]:
+                out = out + a if add else out * a
+            return out
+        return fold
+    if kind == "neg":
+        f0 = fs[0]
+        return lambda x: -f0(x)
+    if kind == "pow" and len(fs) == 1:
+        f0, p = fs[0], op.value
+        return lambda x: f0(x) ** p
+    if kind == "div":
+        f0, f1 = fs
+        return lambda x: f0(x) / f1(x)
+    if kind == "pow":
+        f0, f1 = fs
+        return lambda x: f0(x) ** f1(x)
+    fn = lib[kind]
+    return lambda x: fn(*[f(x) for f in fs])
+
+
+def eager_tensor(u: Any) -> bool:
+    """Whether ``u`` is a plain tensor in eager mode that no autograd graph records: not traced
+    (torch.compile, torch.export, jit.trace, ONNX), not a tensor subclass (fake, functional,
+    FX proxies), and not requiring a gradient while grad mode is on."""
+    if type(u) is not torch.Tensor or torch.compiler.is_compiling():
+        return False
+    if u.requires_grad and torch.is_grad_enabled():
+        return False
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return not (exporting or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 class AxisPair(nn.Module):
@@ -610,10 +710,174 @@ class AxisPair(nn.Module):
         return shifted_sum_dim(vp, self.w2(scale), tuple(k - 1 - j for j in range(k)),
                                vp.shape[dim] - k + 1, dim)
 
+    # -- the allocation-free step (eager, no autograd): see DiffusionOperator2D.explicit_step
+    def flux_len(self, n: int) -> int:
+        """Points of the flux grid along this axis for ``n`` nodes: ``n`` (neumann: D's zero rows
+        included; periodic), ``n + K - 1`` (dirichlet)."""
+        left, right, _ = self.pad
+        return n + left + right - self.size + 1 + (self.size - 1 if self.neumann else 0)
+
+    def rows_spec(self, shape) -> list[tuple[int, int, int]]:
+        """The narrows ``(dim, start, length)`` by which :meth:`rows` crops a flux-grid array of
+        ``shape`` (precomputed once for the eager step)."""
+        spec, shape = [], list(shape)
+        for other, before, after in self.ir.cross:
+            spec.append((other, before, shape[other] - before - after))
+            shape[other] -= before + after
+        if self.neumann and self.size > 1:
+            spec.append((self.dim, self.offset, shape[self.dim] - self.size + 1))
+        return spec
+
     def extra_repr(self) -> str:
         axis = "x" if self.dim == -1 else "y"
         return (f"axis {axis}: W1 = {list(self.w1)} (offset {self.offset}), W2 = -tau W1^T, "
                 f"boundary={self.ir.boundary}, backend={self.backend}")
+
+
+class AxisPlan:
+    """One axis of :meth:`DiffusionOperator2D._explicit_step_eager` for one input shape: the
+    buffers and the fixed views into them, made once per ``forward`` (no narrows, lookups or
+    module attribute reads per step beyond the input's own views).
+
+    ``D``: the rows of ``D u`` that :meth:`AxisPair.rows` keeps, written into this axis's channel
+    of the shared flux-grid buffer (the zero rows around them are zero from its creation); a
+    zero padding of the input is a zero-framed buffer whose interior is copied per step, not an
+    ``F.pad``.  ``Dt``: the flux of the rows D^T reads, ``rows(v) * rows(g)``, written straight
+    into the interior of a zero-framed (or, periodic, wrapped) buffer, then the transposed
+    correlation.  The same operations on the same values as :meth:`AxisPair.D` and
+    :meth:`AxisPair.Dt` (see :func:`correlate_into` and :meth:`Dt`).
+    """
+
+    def __init__(self, pair: AxisPair, channel: torch.Tensor, like: torch.Tensor) -> None:
+        self.pair, dim, k = pair, pair.dim, pair.size
+        self.dim = dim
+        self.out = pair.rows(channel)
+        self.channel_rows = self.out
+        left, right, mode = pair.pad
+        self.pad = pair.pad
+        n_in = like.shape[dim]
+        self.frame = self.frame_inner = None
+        if mode == "zeros" and (left or right):
+            shape = list(like.shape)
+            shape[dim] += left + right
+            self.frame = like.new_zeros(shape)
+            self.frame_inner = self.frame.narrow(dim, left, n_in)
+        self.g_rows = pair.rows_spec(channel.shape)
+        fv = self.out
+        n = fv.shape[dim]
+        aleft, aright, amode = pair.adj_pad
+        self.wrap = amode == "circular" and (aleft or aright)
+        self.fallback = amode == "circular" and (aleft > n or aright > n)
+        if self.fallback:  # a period shorter than the padding: AxisPair.Dt's index arithmetic
+            return
+        shape = list(fv.shape)
+        shape[dim] = n + aleft + aright
+        self.vp = fv.new_zeros(shape)
+        self.vp_inner = self.vp.narrow(dim, aleft, n)
+        self.edges = []
+        if self.wrap:  # the wrapped copies of the ends, as pad_dim's concatenation
+            if aleft:
+                self.edges.append((self.vp.narrow(dim, 0, aleft), self.vp.narrow(dim, n, aleft)))
+            if aright:
+                self.edges.append((self.vp.narrow(dim, aleft + n, aright),
+                                   self.vp.narrow(dim, aleft, aright)))
+        n_out = shape[dim] - k + 1
+        starts = [k - 1 - j for j in range(k)]
+        taps = [(j, starts[j]) for j, c in enumerate(pair.w1) if c != 0.0]
+        self.two = None
+        if len(taps) == 2 and pair.w1[taps[0][0]] == -pair.w1[taps[1][0]]:
+            (j0, s0), (j1, s1) = taps
+            self.two = (j0, j1, self.vp.narrow(dim, s0, n_out), self.vp.narrow(dim, s1, n_out))
+
+    def D(self, u: torch.Tensor) -> None:
+        """Writes the rows of ``D u`` into this axis's channel of the flux-grid buffer.  Tap j
+        reads ``u_pad[i + j]``: a view of the zero-framed copy of u (dirichlet) or of u itself
+        (neumann), and for periodic ``u[(i + j - left) mod n]``, a roll of u (0: u itself; the
+        same values as the concatenation pad_dim builds, without slicing it)."""
+        dim, out, w1 = self.dim, self.out, self.pair.w1
+        left, _, mode = self.pad
+        if mode == "circular":
+            n = u.shape[dim]
+            terms = [None if c == 0.0 else u if (left - j) % n == 0 else torch.roll(u, left - j, dim)
+                     for j, c in enumerate(w1)]
+        else:
+            up = u
+            if self.frame is not None:
+                self.frame_inner.copy_(u)
+                up = self.frame
+            m = out.shape[dim]
+            terms = [None if c == 0.0 else up.narrow(dim, j, m) for j, c in enumerate(w1)]
+        correlate_into(terms, w1, out)
+
+    def Dt(self, g: torch.Tensor, scale) -> torch.Tensor:
+        """``scale * D^T (rows(v) * rows(g))``, v this axis's channel of ``D u``.  Two taps ``m``
+        and ``-m`` (the scaled forward or backward difference): the padded flux is scaled by
+        ``m`` in place and the two shifted views subtracted, since ``(-m) x = -(m x)`` exactly
+        (rounding is symmetric), so ``(-m) a + m b = m b - m a``: two kernels instead of three,
+        no temporaries.  Other stencils: :func:`shifted_sum_dim` on the padded flux."""
+        for d, start, length in self.g_rows:
+            g = g.narrow(d, start, length)
+        if self.fallback:
+            return self.pair.Dt(self.channel_rows * g, scale, cropped=True)
+        torch.mul(self.channel_rows, g, out=self.vp_inner)
+        for dst, src in self.edges:
+            dst.copy_(src)
+        w2 = self.pair.w2(scale)
+        if self.two is not None and w2[self.two[0]] == -w2[self.two[1]] != 0.0:
+            j0, _, a, b = self.two
+            c0 = w2[j0]
+            if abs(c0) != 1.0:
+                self.vp.mul_(abs(c0))
+            return torch.sub(a, b) if c0 > 0 else torch.sub(b, a)
+        k = self.pair.size
+        return shifted_sum_dim(self.vp, w2, tuple(k - 1 - j for j in range(k)),
+                               self.vp.shape[self.dim] - k + 1, self.dim)
+
+
+class StepPlan:
+    """:meth:`DiffusionOperator2D._explicit_step_eager` for one input shape, dtype and device: the
+    flux-grid buffer ``v`` (both channels of ``D u``), each axis's :class:`AxisPlan`, and the
+    diffusivity's op tree specialised to the param values (:func:`specialised_radial`)."""
+
+    def __init__(self, op: "DiffusionOperator2D", u: torch.Tensor) -> None:
+        px, py = op.px, op.py
+        h, w = u.shape[-2:]
+        self.v = u.new_zeros((*u.shape[:-2], 2, py.flux_len(h), px.flux_len(w)))
+        self.vx, self.vy = self.v.select(-3, 0), self.v.select(-3, 1)
+        self.axes = (AxisPlan(px, self.vx, u), AxisPlan(py, self.vy, u))
+        self.flux = op.flux
+        self.g = specialised_radial(op.flux.ir.radial_op, op.flux.params(), op.flux._lib)
+
+    def step(self, u: torch.Tensor, tau) -> torch.Tensor:
+        ax, ay = self.axes
+        ax.D(u)
+        ay.D(u)
+        vx, vy = self.vx, self.vy
+        s2 = vx * vx + vy * vy
+        g = self.flux.g(s2) if self.g is None else self.g(s2)
+        if not (isinstance(g, torch.Tensor) and g.shape == s2.shape):
+            g = g + torch.zeros_like(s2)
+        return u - (ax.Dt(g, tau) + ay.Dt(g, tau))
+
+
+_SPECIALISED: dict = {}
+
+
+def specialised_radial(op: "exprs.Op", params: dict, lib: dict) -> Optional[Callable]:
+    """The cached :func:`specialise` of a radial op tree for these param values (None when a
+    value is not a Python number).  Kept in a bounded module-level table, not on the module, so
+    that modules stay picklable; the entry holds the tree, so its id is not reused."""
+    if not all(exprs.is_number(v) for v in params.values()):
+        return None
+    key = (id(op), tuple(params.items()))
+    hit = _SPECIALISED.get(key)
+    if hit is not None and hit[0] is op:
+        return hit[1]
+    if len(_SPECIALISED) >= 256:
+        _SPECIALISED.clear()
+    fn = specialise(op, dict(params), RADIAL_VAR, lib)
+    _SPECIALISED[key] = (op, fn)
+    return fn
 
 
 class VectorFlux(nn.Module):
@@ -713,7 +977,13 @@ class DiffusionOperator2D(nn.Module):
         (:func:`zero_pad_stored`), saves divisions but allocates two image-sized temporaries per
         step, which page-fault on every step once glibc returns freed memory to the system (see
         the page-fault column of benchmarks/bench_cpu.py).
+
+        Eager without autograd (fused backend, a plain tensor that no graph records): the same
+        operations on the same values again, over buffers made once per ``forward``
+        (:meth:`_explicit_step_eager`); with autograd, the plain composition below.
         """
+        if self.px.backend == "fused" and eager_tensor(u):
+            return self._explicit_step_eager(u, tau)
         if torch.compiler.is_compiling():
             px, py = self.px, self.py
             dx, dy = px.D(u), py.D(u)
@@ -722,6 +992,18 @@ class DiffusionOperator2D(nn.Module):
             fy = py.D(u, zero_rows=False) * py.rows(g)
             return u - (px.Dt(fx, tau, cropped=True) + py.Dt(fy, tau, cropped=True))
         return u - self.Dt(self.flux(self.D(u)), tau)
+
+    def _explicit_step_eager(self, u: torch.Tensor, tau) -> torch.Tensor:
+        """The eager step without autograd, arranged for small images, where the cost is the
+        number of kernels, allocations and Python calls rather than memory traffic (a
+        :class:`StepPlan`, made once per ``forward`` and shape): ``D u`` written channel by
+        channel into one flux-grid buffer whose zero rows were filled once, the flux
+        ``rows(v) * rows(g)`` straight into the zero-framed buffer that ``D^T`` reads, the
+        diffusivity by its specialised op tree, and ``-tau D^T`` of a difference as one scaling
+        in place and one subtraction.  No ``F.pad``, no stack, and the same operations on the
+        same values as ``u - Dt(flux(D u), tau)``, bit for bit."""
+        key = (id(self), "plan", u.shape, u.dtype, u.device)
+        return scoped(key, lambda: StepPlan(self, u)).step(u, tau)
 
     def diffusivity(self, u: torch.Tensor) -> torch.Tensor:
         return self.flux.diffusivity(self.D(u))

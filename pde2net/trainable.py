@@ -59,8 +59,8 @@ from torch import nn
 
 from . import exprs
 from .analyse import S, Model
-from .layers import pad_dim, pad_last
-from .lower import Architecture, Explicit, StencilIR, min_points
+from .layers import pad_dim, pad_last, specialise
+from .lower import RADIAL_VAR, Architecture, Explicit, StencilIR, min_points
 from .stability import SYMBOLIC_SECONDS, flux_facts, time_limit
 
 THETA_MAX = 1.0 - 2.0 ** -10
@@ -198,6 +198,104 @@ def axis_Dt(v: torch.Tensor, w: torch.Tensor, ir: StencilIR, image: bool) -> tor
     return y.movedim(-1, ir.axis) if image else y
 
 
+def image_D(u: torch.Tensor, taps: tuple, ir: StencilIR) -> torch.Tensor:
+    """:func:`axis_D` on images with the weights as a tuple of 0-dim tensors (``w.unbind()``,
+    once per forward): shifted views along ``ir.axis`` itself (no ``movedim``) and no per-step
+    indexing of the weight vector.  The same terms in the same order, so the same values."""
+    dim, k, o = ir.axis, ir.stencil.size, ir.stencil.offset
+    left, _, mode = ir.padding
+    if mode == "circular":  # tap j reads u[(i + j - left) mod n]: a roll, no padded copy to slice
+        d = weighted_rolls(u, taps, [left - j for j in range(k)], dim)
+    else:
+        up = pad_dim(u, *ir.padding, dim)
+        n = up.shape[dim] - k + 1
+        d = taps[0] * up.narrow(dim, 0, n)
+        for j in range(1, k):
+            d = d + taps[j] * up.narrow(dim, j, n)
+    if ir.boundary == "neumann" and k > 1:  # zero flux where the stencil leaves the grid
+        d = pad_dim(d, o, k - 1 - o, "zeros", dim)
+    for other, before, after in ir.cross:  # onto a dirichlet axis's flux points (ghosts: 0)
+        d = pad_dim(d, before, after, "zeros", other)
+    return d
+
+
+def image_Dt(v: torch.Tensor, taps: tuple, ir: StencilIR) -> torch.Tensor:
+    """:func:`axis_Dt` on images with the weights as 0-dim tensors (see :func:`image_D`):
+    ``(D^T v)_k = sum_j w_j vpad_(k + K - 1 - j)`` along ``ir.axis``, D's zero rows cropped first."""
+    dim, k, o = ir.axis, ir.stencil.size, ir.stencil.offset
+    for other, before, after in ir.cross:  # D's zeros on a dirichlet axis's ghost points
+        v = v.narrow(other, before, v.shape[other] - before - after)
+    if ir.boundary == "neumann" and k > 1:
+        v = v.narrow(dim, o, v.shape[dim] - k + 1)
+    left, _, mode = ir.adjoint_padding
+    if mode == "circular":  # tap j reads v[(k + K - 1 - j - left) mod n]
+        return weighted_rolls(v, taps, [left - (k - 1 - j) for j in range(k)], dim)
+    vp = pad_dim(v, *ir.adjoint_padding, dim)
+    n = vp.shape[dim] - k + 1
+    y = taps[0] * vp.narrow(dim, k - 1, n)
+    for j in range(1, k):
+        y = y + taps[j] * vp.narrow(dim, k - 1 - j, n)
+    return y
+
+
+def weighted_rolls(x: torch.Tensor, taps: tuple, shifts: list, dim: int) -> torch.Tensor:
+    """``sum_j w_j roll(x, s_j)`` along ``dim`` (a circular correlation; a shift of 0 mod n reads
+    ``x`` itself): the terms of the circularly padded form, in its order, so the same values,
+    for any period (also shorter than the stencil); autograd through a roll is one roll back."""
+    n = x.shape[dim]
+    acc = None
+    for w, s in zip(taps, shifts):
+        t = w * (x if s % n == 0 else torch.roll(x, s, dims=dim))
+        acc = t if acc is None else acc + t
+    return acc
+
+
+class ClampedDiffusivity(torch.autograd.Function):
+    """``G = clamp(nan_to_num(g, nan=0, posinf=L, neginf=0), 0, L)`` as one autograd node, with
+    the derivative of the two torch ops it replaces: ``dG/dg = 1`` where ``g`` is finite and in
+    ``[0, L]`` (clamp passes its bounds), else 0.  That set is exactly where ``G == g`` (a NaN
+    equals nothing, an infinity or a value outside is moved), so the mask is one comparison made
+    in forward, and backward (or a forward-mode jvp) is one ``where``.  Written with
+    ``setup_context`` so that torch.func transforms (vmap) apply."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(g: torch.Tensor, L: float) -> torch.Tensor:
+        return torch.nan_to_num(g, nan=0.0, posinf=L, neginf=0.0).clamp_(0.0, L)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        inside = output == inputs[0]
+        ctx.save_for_backward(inside)
+        ctx.save_for_forward(inside)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return torch.where(inside, grad, 0.0), None
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, _L) -> torch.Tensor:
+        (inside,) = ctx.saved_tensors
+        return torch.where(inside, tangent, 0.0)
+
+
+@dataclass
+class BlockConstants:
+    """What a block needs from its parameter set, formed once per ``forward`` (not once per
+    step): the effective weights ``W`` per axis and the transposed conv's weights ``W2 = -tau W``
+    (the network ``u + W2^T Phi(W u)``, as the frozen network forms it), each as 0-dim tensors,
+    and the diffusivity's op tree specialised to the current param values (its param-only
+    subtrees, such as ``lambda^2``, computed once).  Autograd sums the gradients of all the steps
+    that share them, exactly as when each step recomputes them (up to the order of the
+    additions)."""
+
+    taps: list
+    taps2: list
+    g: Any
+
+
 def weight_scale_l1(weights) -> float:
     """``s0``: the l1 norm of all axes' weights (the constant norm of the effective weights)."""
     return float(sum(abs(float(w)) for ws in weights for w in ws))
@@ -206,12 +304,20 @@ def weight_scale_l1(weights) -> float:
 def effective_weights(raw: list[torch.Tensor], s0: float) -> list[torch.Tensor]:
     """``W = (w / c) * (s0 / max(||w / c||_1, 1))``, ``c = max(2^floor(log2 max|w|), WEIGHT_FLOOR)``
     held constant for the gradient (see the module docstring: finite, ``||W||_1 <= s0``)."""
-    m = torch.stack([w.detach().abs().max() for w in raw]).max()
+    flat = effective_flat(raw, s0)
+    return [x.view_as(w) for x, w in zip(flat.split([w.numel() for w in raw]), raw)]
+
+
+def effective_flat(raw: list[torch.Tensor], s0: float) -> torch.Tensor:
+    """:func:`effective_weights` of all axes as one vector (the axes' weights one after the
+    other): the parametrisation is a handful of kernels on one small vector, whatever the number
+    of axes, rather than the same kernels per axis."""
+    w = torch.cat([x.reshape(-1) for x in raw]) if len(raw) > 1 else raw[0].reshape(-1)
+    m = w.detach().abs().max()
     c = torch.exp2(torch.floor(torch.log2(m))).clamp_min(WEIGHT_FLOOR)  # log2(0) = -inf -> floor
-    v = [w / c for w in raw]
-    n = sum(x.abs().sum() for x in v).clamp_min(1.0)
-    k = s0 / n
-    return [x * k for x in v]
+    v = w / c
+    n = v.abs().sum().clamp_min(1.0)
+    return v * (s0 / n)
 
 
 def param_key(name: str) -> str:
@@ -246,6 +352,21 @@ class StableBlockParams(nn.Module):
         ws = self.effective_weights() if weights is None else weights
         return sum(w.abs().sum() ** 2 for w in ws).clamp_min(B_FLOOR_FRACTION * self.s0 ** 2)
 
+    def flat_constants(self, L: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, tau)`` with every axis's effective weights in one vector ``W``
+        (:func:`effective_flat`) and ``tau = theta 2 / (L max(B(W), s0^2 / 4))`` (:meth:`tau`),
+        formed with a few kernels on that vector: the per-axis l1 norms of B as one reduction
+        over a (axes, K) view when the axes have equal sizes."""
+        sizes = [w.numel() for w in self.weights]
+        W = effective_flat(list(self.weights), self.s0)
+        a = W.abs()
+        if len(set(sizes)) == 1:
+            sums = a.view(len(sizes), sizes[0]).sum(dim=1)
+        else:
+            sums = torch.stack([x.sum() for x in a.split(sizes)])
+        B = (sums ** 2).sum().clamp_min(B_FLOOR_FRACTION * self.s0 ** 2)
+        return W, self.theta() * 2.0 / (L * B)
+
     def theta(self) -> torch.Tensor:
         return THETA_MAX * torch.sigmoid(self.rho)
 
@@ -266,6 +387,11 @@ class StableBlockParams(nn.Module):
     def nonfinite(self) -> list[str]:
         """Names of raw parameters holding a NaN or an infinity (the parametrisation refuses them)."""
         return [n for n, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+
+    def all_finite(self) -> bool:
+        """Whether every raw parameter is finite: one read of the few values into Python (no
+        per-parameter ``isfinite`` kernels); :meth:`nonfinite` names the culprits."""
+        return all(math.isfinite(x) for p in self.parameters() for x in p.detach().reshape(-1).tolist())
 
 
 def _check_float32_range(s0: float, L: float) -> None:
@@ -346,14 +472,59 @@ class TrainableDiffusionNet(nn.Module):
 
     def block(self, u: torch.Tensor, k: int = 0) -> torch.Tensor:
         """``u - tau_k D_k^T Phi_k(D_k u)``."""
+        if self.image:
+            return self.image_step(u, self.constants(k, u.dtype))
         p = self.blocks[k]
         ws = p.effective_weights()
         return u - p.tau(self.L).to(u.dtype) * self.Dt(self.flux(self.D(u, k, ws), k), k, ws)
 
+    def constants(self, k: int, dtype: torch.dtype) -> BlockConstants:
+        """Block k's :class:`BlockConstants` (the step ``tau`` in ``dtype``)."""
+        p = self.blocks[k]
+        W, tau = p.flat_constants(self.L)
+        W2 = -(tau.to(dtype) * W.to(dtype))  # = (-tau) W exactly: rounding is symmetric
+        sizes = [w.numel() for w in p.weights]
+        ends = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+
+        def per_axis(taps: tuple) -> list:
+            return [taps[a:b] for a, b in zip(ends, ends[1:])]
+
+        env = p.params(self._fixed_values)
+        g = specialise(self.arch.flux.radial_op, env, RADIAL_VAR, self._lib)
+        return BlockConstants(per_axis(W.unbind()), per_axis(W2.unbind()), g)
+
+    def image_step(self, u: torch.Tensor, c: BlockConstants, eager: bool = False) -> torch.Tensor:
+        """One 2D block from its constants: ``u - tau (Dx^T (G dx) + Dy^T (G dy))`` with
+        ``G = clamp(nan_to_num(g(dx^2 + dy^2)), 0, L)`` (:meth:`diffusivity`), written
+        ``u + (W2x^T (G dx) + W2y^T (G dy))`` with ``W2 = -tau W`` (no full-size scaling by tau
+        nor negation, forward or backward), the two channels kept apart (no stack, no channel
+        selects) and the weights as 0-dim tensors; equal to ``u - tau Dt(flux(D u))`` up to
+        rounding.  ``eager``: G by :class:`ClampedDiffusivity` (one autograd node instead of
+        two, and a stored mask instead of four kernels backward)."""
+        (sx, sy), (tx, ty) = self.arch.stencils, c.taps
+        dx, dy = image_D(u, tx, sx), image_D(u, ty, sy)
+        g = c.g(dx * dx + dy * dy)
+        if not isinstance(g, torch.Tensor) or g.shape != dx.shape:
+            g = g + torch.zeros_like(dx)  # a constant diffusivity (linear flux)
+        if eager:
+            G = ClampedDiffusivity.apply(g, self.L)
+        else:
+            G = torch.nan_to_num(g, nan=0.0, posinf=self.L, neginf=0.0).clamp(0.0, self.L)
+        t2x, t2y = c.taps2
+        return u + (image_Dt(dx * G, t2x, sx) + image_Dt(dy * G, t2y, sy))
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        if not _tracing():  # a data-dependent branch: eager only (export and compile trace no check)
+        tracing = _tracing()
+        if not tracing:  # a data-dependent branch: eager only (export and compile trace no check)
             self.check_parameters()
         x = self._batch(u)
+        if self.image and not tracing and "block" not in self.__dict__:
+            # eager (the step is not replaced by compile=True's): each parameter set's constants
+            # once per forward, not once per step
+            consts = [self.constants(k, x.dtype) for k in range(len(self.blocks))]
+            for i in range(self.steps):
+                x = self.image_step(x, consts[0 if self.shared else i], eager=True)
+            return x.reshape(u.shape)
         for i in range(self.steps):
             x = self.block(x, 0 if self.shared else i)
         return x.reshape(u.shape)
@@ -361,6 +532,8 @@ class TrainableDiffusionNet(nn.Module):
     def check_parameters(self) -> None:
         """ValueError when a raw parameter is NaN or infinite: the parametrisation is defined (and
         stable) for every finite value; a non-finite one means training diverged."""
+        if all(p.all_finite() for p in self.blocks):
+            return
         bad = [f"blocks.{k}.{n}" for k, p in enumerate(self.blocks) for n in p.nonfinite()]
         if bad:
             raise ValueError(f"non-finite trainable parameters: {', '.join(bad)} (training diverged; "

@@ -37,7 +37,12 @@ def test_source_is_standalone_and_matches_live(stem, tmp_path):
     net = cls()
     live = prog.module()
     n = prog.arch.size[0] if prog.arch.size else 64
-    u = torch.tensor(np.random.default_rng(0).standard_normal((3, n)))
+    shape = (3, n)
+    if prog.operator:  # (B, [C,] *space), x last
+        ctx = prog.arch.operator.context
+        space = tuple(reversed(prog.arch.size)) if prog.arch.size else (16,) * ctx.ndim
+        shape = (2,) + ((ctx.channels,) if ctx.channels > 1 else ()) + space
+    u = torch.tensor(np.random.default_rng(0).standard_normal(shape))
     with torch.no_grad():
         a, b = net(u), live(u)
     assert torch.equal(a, b)  # same operations in the same order: bit for bit

@@ -346,3 +346,24 @@ def test_soundness_of_the_bound(ndim, kinds, grid, c, lam):
             assert eig[-1] <= float(b.value) * (1 + 1e-12)
         else:
             assert b.failure == "negative" and (a != 1e-4 or eig[0] < 0)
+
+
+def test_sum_across_families_is_attained():
+    """``-laplace(laplace(u)) - 0.5 dyyyy(u) + laplace(u)``, periodic 10 x 8, h = 1: the three
+    bounds 64 + 8 + 8 add to lambda_max exactly (every symbol peaks at the checkerboard), so the
+    compiled tau_max = 2/80 is attained."""
+    import pde2net
+
+    text = (_example("periodic").replace("-laplace(g(laplace(u)^2) * laplace(u))",
+                                         "-laplace(laplace(u)) - 0.5 * dyyyy(u) + laplace(u)"))
+    prog = pde2net.compile_text(text)
+    assert float(prog.stability.tau_max) == pytest.approx(2 / 80, rel=1e-15)
+    shape = (1, 8, 10)
+    lap = laplacian(shape, ("periodic", "periodic"), (1.0, 1.0))
+    d2 = np.zeros((8, 8))
+    for r in range(8):
+        for j, w in enumerate((1.0, -2.0, 1.0)):
+            d2[r, (r + j) % 8] += w
+    dyy = kron_along(d2, shape, 1)
+    a = lap @ lap + 0.5 * dyy.T @ dyy - lap
+    assert np.linalg.eigvalsh(a)[-1] == pytest.approx(80, rel=1e-12)

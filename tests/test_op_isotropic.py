@@ -378,6 +378,9 @@ def test_recognises_only_its_forms():
     assert FAMILY.recognise(U - U ** 3, ctx) is None
     t = FAMILY.recognise(LAM * DIV(GRAD(U)), ctx)
     assert t is not None and t.linear and t.bound(ctx).value == 4 * sp.Rational(1, 2) * 2
+    # a sum inside div with the common factor grad(u): g + 1 with sup 2
+    t = FAMILY.recognise(DIV(1 / (1 + NORM(GRAD(U)) ** 2) * GRAD(U) + GRAD(U)), ctx)
+    assert t is not None and not t.linear and t.bound(ctx).value == 2 * 8
 
 
 @pytest.mark.parametrize("term", [
@@ -528,3 +531,89 @@ def test_soundness_no_wrong_stable(ndim, data, kind, c, lam, sigma, amplitude):
     ev = np.linalg.eigvalsh(a)
     assert ev.min() >= -1e-9 * max(1.0, ev.max())
     assert ev.max() <= float(b.value) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("equation,param,words", [
+    ("div( g(norm(grad(gauss(u, sigma)))^2) * grad(u) )", "param sigma = -1", "sigma (sigma = -1)"),
+    ("div( g(norm(grad(u))^2) * grad(gauss(u, 1)) )", "", "must be g(norm(grad(u))^2) * grad(u)"),
+    ("div( g(norm(grad(u))^2 + norm(grad(gauss(u, 1)))^2) * grad(u) )", "", "two different gradients"),
+])
+def test_malformed_specs_point_at_the_equation(equation, param, words):
+    """Bad input through compile_text: a PdeError at the equation's line, saying what is expected."""
+    text = (f"pde bad\n{param}\nfield u(x, y, z)\ndiffusivity g(s2) = 1 / (1 + s2)\n"
+            f"equation dt(u) = {equation}\nsize NX = 4, NY = 4, NZ = 4\nscheme explicit(tau = 0.1, steps = 2)\n")
+    with pytest.raises(PdeError) as err:
+        pde2net.compile_text(text, "bad.pde")
+    assert words in str(err.value) and "bad.pde:5:" in str(err.value)
+
+
+def test_implicit_cg_solves_the_dense_system():
+    """Catte in 3D, semi-implicit: each step solves (I + tau A(u^k)) u^(k+1) = u^k (CG from 0,
+    enough iterations to converge) - compared with numpy.linalg.solve on the reference matrix."""
+    text = _example("catte", field="field u(x, y, z)", size="size NX = 5, NY = 4, NZ = 3",
+                    boundary="boundary x: dirichlet, y: neumann, z: periodic",
+                    scheme="scheme implicit(tau = 3, steps = 2, iterations = 120)")
+    prog = pde2net.compile_text(text, "implicit.pde")
+    assert prog.stability.stable and prog.stability.unconditional
+    u0 = np.random.default_rng(11).uniform(0, 1, (1, 3, 4, 5))
+    u = u0.copy()
+    for _ in range(2):
+        a = reference_matrix(u, pm(1.0, 0.05), (1.0, 1.0, 1.0), ("dirichlet", "neumann", "periodic"), 1.0)
+        u = np.linalg.solve(np.eye(a.shape[0]) + 3.0 * a, u.ravel()).reshape(u.shape)
+    got = prog.module(dtype=torch.float64)(torch.tensor(u0[None]))[0].numpy()
+    assert np.abs(got - u).max() <= 1e-9 * np.abs(u).max()
+
+
+@pytest.mark.parametrize("sigma,linear", [(None, True), (None, False), (1, False)])
+def test_traced_term_keeps_dynamic_shapes(sigma, linear):
+    """torch.jit.trace of the runtime term on one grid, run on another: the same values as the
+    live term there (no shape is frozen into the graph; ONNX/TorchScript export rely on it)."""
+    bnds = ("dirichlet", "neumann", "periodic")
+    ctx = context((4, 5, 6), bnds, (1.0, 1.0, 1.0), 2)
+    term = FAMILY.recognise(LAPLACE(U) if linear else pm_term(1, sigma), ctx).torch_term(ctx)
+    rng = np.random.default_rng(2)
+    a = torch.tensor(rng.standard_normal((1, 2, 4, 5, 6)))
+    b = torch.tensor(rng.standard_normal((3, 2, 7, 6, 9)))
+    with torch.no_grad():
+        traced = torch.jit.trace(term, (a,), check_trace=False)
+    assert torch.allclose(traced(b), term(b), rtol=1e-13, atol=1e-13)
+
+
+def test_colour_catte_with_data_term_end_to_end(tmp_path):
+    """A sum with the data term: dt(u) = div(g(|grad u_sigma|^2) grad u) + alpha (f - u) on a
+    colour image with an input f, explicit steps u - tau (A(u) u + alpha (u - f)) in dense float64,
+    against the live module and the standalone source."""
+    text = _example("catte", field="field u(x, y) channels 3\ninput f(x, y)",
+                    equation="equation dt(u) = div( g(norm(grad(gauss(u, sigma)))^2) * grad(u) ) + 0.5 * (f - u)",
+                    size="size NX = 7, NY = 6", boundary="boundary x: dirichlet, y: periodic",
+                    scheme="scheme explicit(tau = 0.2, steps = 3)")
+    prog = pde2net.compile_text(text, "data.pde")
+    assert prog.stability.stable
+    rng = np.random.default_rng(4)
+    u0, f = rng.uniform(0, 1, (3, 6, 7)), rng.uniform(0, 1, (3, 6, 7))
+    u = u0.copy()
+    for _ in range(3):
+        a = reference_matrix(u, pm(1.0, 0.05), (1.0, 1.0), ("dirichlet", "periodic"), 1.0)
+        u = u - 0.2 * ((a @ u.ravel()).reshape(u.shape) + 0.5 * (u - f))
+    mod = load_source(prog.source(), tmp_path, "data_term")
+    for net in (prog.module(dtype=torch.float64), mod.Network().double()):
+        got = net(torch.tensor(u0[None]), torch.tensor(f[None]))[0].numpy()
+        assert np.abs(got - u).max() <= 1e-12 * np.abs(u).max()
+
+
+@pytest.mark.parametrize("name,size", [("color_pm", "size NX = 9, NY = 8"), ("heat_3d", "size NX = 6, NY = 5, NZ = 4")])
+def test_colour_and_3d_export(name, size, tmp_path):
+    """TorchScript, ONNX and torch.export of the colour and 3D examples, checked on another grid:
+    the channel axis stays fixed, the grid axes dynamic."""
+    from pde2net import export
+
+    prog = pde2net.compile_text(_example(name, size=size, scheme="scheme explicit(tau = 0.1, steps = 2)"))
+    shape = export.example_shape(prog)
+    assert shape == ((1, 3, 8, 9) if name == "color_pm" else (1, 4, 5, 6))
+    checks = [export.export_torchscript(prog.module(), str(tmp_path / "n.pt"), shape),
+              export.export_pt2(prog.module(), str(tmp_path / "n.pt2"), shape)]
+    pytest.importorskip("onnxruntime")
+    checks.append(export.export_onnx(prog.module(), str(tmp_path / "n.onnx"), shape))
+    for c in checks:
+        assert c.checked_shape[1:] == ((3, 11, 12) if name == "color_pm" else (7, 8, 9))
+        assert c.rel_error is not None and c.rel_error <= 1e-6

@@ -733,7 +733,7 @@ def build_term(term: sp.Expr, scale: sp.Expr, tsym: sp.Symbol, ctx: Context) -> 
             raise ctx.error(f"{tdef.name}: the vector of edge_enhancing must be grad(gauss(u, sigma))",
                             "edge_enhancing(g, grad(gauss(u, sigma)))", tdef.pos)
         sig = _sigma_of(v.args[0], ctx, tdef)
-        d = diffusivity_of(sp.sympify(g_body).xreplace({g_arg: S2}), ctx, "the EED diffusivity")
+        d = diffusivity_of(g_body.xreplace({g_arg: S2}), ctx, "the EED diffusivity")
         facts = eed_facts(d, scale_v, ctx)
         kw = dict(sigmas=(sig,), diffusivity=d)
     elif tdef.kind == "coherence_enhancing":
@@ -749,7 +749,7 @@ def build_term(term: sp.Expr, scale: sp.Expr, tsym: sp.Symbol, ctx: Context) -> 
             raise ctx.error(f"{tdef.name} must be a 2 x 2 matrix [[a, b], [b, c]]", "[[a, b], [b, c]]",
                             tdef.pos)
         sigmas: list = []
-        (a, b), (b2, c) = [[_gradient_atoms(sp.sympify(e), ctx, tdef, sigmas) for e in r] for r in rows]
+        (a, b), (b2, c) = [[_gradient_atoms(e, ctx, tdef, sigmas) for e in r] for r in rows]
         if sp.simplify(ctx.value(b - b2)) != 0:
             raise ctx.error(f"{tdef.name} must be symmetric: {b} != {b2}", "[[a, b], [b, c]]", tdef.pos)
         variables = tuple(sp.Symbol(f"{n}{k}", real=True) for k in range(len(sigmas)) for n in "PQ")

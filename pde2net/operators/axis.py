@@ -18,14 +18,15 @@ A summand of the right side that is a constant times a difference along ONE axis
 every diffusion flux written through ``d^m(u)^2`` is): a flux whose ratio is not even is refused
 with that reason.
 
-Bound: ``lambda_max(D^T G D) <= L ||D||^2 <= L 4^m / h^(2m)`` with ``L = sup g`` (the symbol of the
-binomial difference is ``|2 sin(theta/2)|^(2m) / h^(2m)``, and finite sections of a Toeplitz
-operator do not exceed it).  The sum over terms (the stability rule adds the terms' bounds) is
-attained for constant G: every binomial symbol peaks at theta = pi, so the eigenvalues of terms
-along different axes, and of different orders along the same axis, add.
+Bound: ``lambda_max(D^T G D) <= L ||D||^2 <= L 4^m / h^(2m)`` with ``L = sup g`` (the squared
+symbol of the binomial difference is ``(2 sin(theta/2))^(2m) / h^(2m)``, and finite sections of a
+Toeplitz operator do not exceed it).  The sum over terms (the stability rule adds the terms'
+bounds) is attained at ``G_i = L_i I``: every binomial symbol peaks at theta = pi, so the
+eigenvalues of terms along different axes, and of different orders along the same axis, add.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -142,18 +143,11 @@ def numpy_g(g: Diffusivity, s2: "np.ndarray") -> "np.ndarray":
     return np.broadcast_to(np.asarray(out, dtype=np.float64), s2.shape).copy()
 
 
-def embed(d1: "np.ndarray", shape: tuple, dim: int) -> "np.ndarray":
-    """The 1D matrix ``d1`` acting along array dimension ``dim`` of an array of ``shape`` (C order):
-    ``I (x) d1 (x) I``."""
+def along(m: "np.ndarray", x: "np.ndarray", dim: int) -> "np.ndarray":
+    """The 1D matrix ``m`` applied along dimension ``dim`` of ``x`` (float64)."""
     import numpy as np
 
-    before = int(np.prod(shape[:dim], dtype=np.int64))
-    after = int(np.prod(shape[dim + 1:], dtype=np.int64))
-    return np.kron(np.kron(np.eye(before), d1), np.eye(after))
-
-
-def float_h(ctx: Context, axis: int) -> float:
-    return float(ctx.value(ctx.grid[axis]))
+    return np.moveaxis(np.tensordot(m, x, axes=([1], [dim])), 0, dim)
 
 
 def g_text(g: Diffusivity) -> str:
@@ -261,20 +255,23 @@ class AxisTerm:
                 f"boundary={self.boundary!r}, inv_h={1.0 / float(self.h)!r})")
         return TermSource(("grid", "axis"), (function_source(self.g, name, pnames),), expr)
 
-    def matrix(self, shape: tuple) -> "np.ndarray":
-        """D on a field of ``shape`` = (C, *space) (float64): the 1D binomial stencil matrix of
-        the scalar model along this axis, the identity along the others."""
-        dim = len(shape) - 1 - self.axis
-        d1 = make_stencil("forward", self.order, self.h).matrix(shape[dim], self.boundary)
-        return embed(d1, tuple(shape), dim)
-
     def dense(self, ctx: Context, u: "np.ndarray", f: "Optional[np.ndarray]" = None) -> "np.ndarray":
+        """``D^T diag(G) D`` with D the 1D binomial matrix of the scalar model
+        (:meth:`pde2net.stencils.Stencil.matrix`) along this axis: block diagonal over the lines
+        of the axis, so it is assembled line by line (n^2 N work, not n^3)."""
         import numpy as np
 
-        d = self.matrix(u.shape)
-        du = d @ np.asarray(u, dtype=np.float64).ravel()
+        u = np.asarray(u, dtype=np.float64)
+        dim = u.ndim - 1 - self.axis
+        before, n, after = math.prod(u.shape[:dim]), u.shape[dim], math.prod(u.shape[dim + 1:])
+        d1 = make_stencil("forward", self.order, self.h).matrix(n, self.boundary)
+        du = np.einsum("ri,aib->arb", d1, u.reshape(before, n, after))
         G = numpy_g(self.g, du * du)
-        return d.T @ (G[:, None] * d)
+        blocks = np.einsum("ri,arb,rj->abij", d1, G, d1)
+        out = np.zeros((before, n, after, before, n, after))
+        a, b = np.arange(before)[:, None], np.arange(after)[None, :]
+        out[a, :, b, a, :, b] = blocks  # the (line a, b) block of every line along the axis
+        return out.reshape(u.size, u.size)
 
 
 # ---------------------------------------------------------------------------- the family

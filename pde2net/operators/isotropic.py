@@ -241,7 +241,8 @@ class IsotropicFamily:
         if sigma is not None:
             s = ctx.value(sigma)
             if not (s.is_number and s.is_extended_real and s.is_positive):
-                raise ctx.error(f"the presmoothing's sigma {show(sigma)} is not a positive constant",
+                shown = show(sigma) if show(sigma) == show(s) else f"{show(sigma)} = {show(s)}"
+                raise ctx.error(f"the presmoothing's sigma ({shown}) is not a positive constant",
                                 "gauss(u, sigma) with sigma > 0 (a number or params)")
         full = (c * g).xreplace({_NORM: sp.sqrt(S2)})
         d = diffusivity_of(sp.powsimp(full), ctx)
@@ -257,7 +258,9 @@ def _split_diffusivity(inner: sp.Expr, ctx: Context) -> tuple[sp.Expr, Optional[
     if len(args) > 1:
         raise ctx.error("the diffusivity depends on two different gradients "
                         f"({', '.join(show(n) for n in norms)})", EXPECTED)
-    g, vec = inner.xreplace({n: _NORM for n in norms}).as_independent(GRAD(u), as_Add=False)
+    # factor_terms: div(g * grad(u) + grad(u)) is div((g + 1) * grad(u))
+    flux = sp.factor_terms(inner.xreplace({n: _NORM for n in norms}))
+    g, vec = flux.as_independent(GRAD(u), as_Add=False)
     if vec != GRAD(u):
         raise ctx.error(f"inside div(...) the flux must be g(norm(grad(u))^2) * grad(u); found "
                         f"{show(inner)}", EXPECTED)

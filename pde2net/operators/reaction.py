@@ -56,6 +56,13 @@ EXPECTED = ("alpha * (f - u) (data, alpha >= 0, f an input field), - beta * u (d
 
 
 # --------------------------------------------------------------------------- decomposition
+
+def as_expr(x: Any) -> sp.Expr:
+    """A sympy value from a sympy value or a Python number (never from text)."""
+    if isinstance(x, sp.Basic):
+        return x
+    return sp.Integer(x) if isinstance(x, int) else sp.Float(x)
+
 def reaction_of(expr: sp.Expr, ctx: Context) -> Reaction:
     """The exact decomposition ``r = alpha (f - u) - beta u + c + N(u)`` of the derivative-free
     summands ``expr`` (their sum; params as symbols, values in ``ctx.params``).
@@ -64,7 +71,7 @@ def reaction_of(expr: sp.Expr, ctx: Context) -> Reaction:
     inside a nonlinear expression (``f * u``, ``f^2``, ``exp(f)``); a term in f without its
     matching ``-alpha u`` (``+ alpha * f`` alone); a negative data weight; a coefficient that is
     not a finite real number; a nonlinear part the network cannot evaluate."""
-    expr = sp.sympify(expr)
+    expr = as_expr(expr)
     if expr == 0:
         return Reaction()
     _check_names(expr, ctx)
@@ -160,7 +167,7 @@ def _real_value(expr: sp.Expr, ctx: Context, what: str) -> sp.Expr:
 
 def _plain(expr: Any, ctx: Context) -> str:
     """The expression as the user wrote it: the symbols' .pde names (no internal markers)."""
-    expr = sp.sympify(expr)
+    expr = as_expr(expr)
     names = {ctx.u: _name(ctx.u)}
     names.update({s: n for n, s in ctx.param_symbols.items()})
     names.update({s: n for n, s in ctx.inputs.items()})
@@ -212,7 +219,7 @@ def nonlinear_op(n: sp.Expr, ctx: Context) -> exprs.Op:
 
 def _coefficient_op(x: sp.Expr, ctx: Context) -> exprs.Op:
     names = {sym: name for name, sym in ctx.param_symbols.items()}
-    return exprs.lower_expr(sp.sympify(x), names)
+    return exprs.lower_expr(as_expr(x), names)
 
 
 def _floats(ctx: Context) -> dict[str, float]:

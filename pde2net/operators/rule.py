@@ -116,6 +116,12 @@ def _scheme_verdict(r: _Report, lam: sp.Expr, ctx) -> StabilityReport:
                               f"the invariant-region bound {float(rb.tau_max):.6g} ({rb.reason}), and a "
                               f"nonlinear reaction has no norm bound ({rb.section})", rb.tau_max,
                               statement=rb.section)
+            # "stable" promises every input; the region covers inputs with values in [a, b] only
+            r.extra["invariant_region_proven"] = True
+            return r.done(False, "cannot prove",
+                          f"cannot prove a bound for every input: a nonlinear reaction has no norm "
+                          f"bound; proven for inputs with values in [{rb.region[0]}, {rb.region[1]}]: "
+                          f"{rb.statement} ({rb.section})", rb.tau_max, statement=rb.section)
         if rb.tau_max is None:
             verdict = "not stable" if rb.failure == "negative" else "cannot prove"
             return r.done(False, verdict, rb.reason, statement=rb.section)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .grid import flux_grid_crop, gauss, gauss_weights, gradient, gradient_t, space_dim
+from .grid import flux_grid_crop, flux_grid_pad, gauss, gauss_weights, gradient, gradient_t, space_dim
 
 
 def _isotropic_touch_sum(v: torch.Tensor, boundary: str) -> torch.Tensor:
@@ -62,18 +62,11 @@ class IsotropicTerm(torch.nn.Module):
         self.unit_dtypes = tuple(dt for dt in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
                                  if self.constant and _is_one(g, dt))
 
-    def flux_shape(self, u: torch.Tensor) -> list:
-        """(B, 1, *flux grid): n + 1 points along a dirichlet axis, n otherwise."""
-        shape = [u.shape[0], 1] + list(u.shape[2:])
-        for a, kind in enumerate(self.boundaries):
-            if kind == "dirichlet":
-                shape[space_dim(a)] += 1
-        return shape
-
     def weights(self, u: torch.Tensor, f: torch.Tensor | None = None) -> torch.Tensor:
         """G = g(sum_c |grad_h W_c|^2) on the flux grid, shape (B, 1, *flux grid)."""
-        if self.constant:
-            return self.g(torch.zeros(self.flux_shape(u), dtype=u.dtype, device=u.device))
+        if self.constant:  # zeros on the flux grid, shaped from u so that traced graphs stay dynamic
+            zero = flux_grid_pad(torch.zeros_like(u.narrow(1, 0, 1)), -1, self.boundaries, -1)
+            return self.g(zero)
         w = u if self.gauss is None else gauss(u, self.gauss, self.boundaries)
         comps = gradient(w, self.boundaries, self.inv_h)
         s2 = comps[0] * comps[0]
