@@ -88,3 +88,16 @@ def test_spec_named_like_runtime_code(name, tmp_path):
     mod = load_source(prog.source(), tmp_path)
     u = torch.randn(2, 6, 5, dtype=torch.float64)
     assert torch.equal(mod.Network()(u), prog.module(dtype=torch.float64)(u))
+
+
+def test_a_factor_stays_with_its_term():
+    """``(1 - k) * laplace(u)`` with k = 1/2 is forward diffusion with weight 1/2: the factor is
+    not expanded into ``laplace(u) - k laplace(u)`` (a backward-looking term)."""
+    prog = pde2net.compile_text("pde t\nparam k = 0.5\nfield u(x, y)\n"
+                                "equation dt(u) = (1 - k) * laplace(u) - 0.1 * u\n" + SCHEME)
+    rep = prog.stability
+    assert rep.verdict == "stable" and len(rep.extra["terms"]) == 1
+    assert rep.exact["lambda_max_bound"] == "4"  # (1 - 1/2) * 8 for h = 1
+    split = pde2net.compile_text("pde t\nparam k = 0.5\nfield u(x, y)\n"
+                                 "equation dt(u) = k * (dx(dx(u)) + dy(dy(u))) - 0.1 * u\n" + SCHEME)
+    assert len(split.stability.extra["terms"]) == 2 and split.stability.exact["lambda_max_bound"] == "4"

@@ -30,12 +30,17 @@ def has_derivative(e: sp.Expr) -> bool:
     return any(str(a.func) in DERIVATIVES for a in e.atoms(sp.Function))
 
 
-def summands(rhs: sp.Expr) -> tuple[sp.Expr, ...]:
-    """The top-level summands, constant factors distributed over sums of derivative terms."""
+def summands(rhs: sp.Expr, u: sp.Symbol) -> tuple[sp.Expr, ...]:
+    """The top-level summands; a factor free of the field multiplies each summand of the sum it
+    stands before (``c * (dx(...) + dy(...))`` is two terms, while ``(1 - k) * laplace(u)`` stays
+    one term with its factor: expanding the factor would make a forward term look backward)."""
     out: list[sp.Expr] = []
     for t in sp.Add.make_args(rhs):
-        expanded = sp.expand_mul(t, deep=False) if has_derivative(t) else t
-        out.extend(sp.Add.make_args(expanded))
+        coeff, core = t.as_independent(u, as_Add=False) if t.is_Mul else (sp.Integer(1), t)
+        if core.is_Add and has_derivative(core):
+            out.extend(coeff * a for a in core.args)
+        else:
+            out.append(t)
     return tuple(out)
 
 
@@ -45,7 +50,7 @@ def recognise(rhs: sp.Expr, ctx: Context) -> OperatorSpec:
     from .. import analyse  # for show(); imported here: analyse imports base at module level
 
     terms, pointwise = [], []
-    for t in summands(rhs):
+    for t in summands(rhs, ctx.u):
         if not has_derivative(t):
             pointwise.append(t)
             continue
