@@ -52,6 +52,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import pde2net  # noqa: E402
+from bench_cpu import machine  # noqa: E402 - the same machine line as the CPU table
 
 BATCH, SIZE, FROZEN_STEPS, TRAIN_STEPS = 8, 64, 50, 10
 BOUNDARIES = ("neumann", "periodic", "dirichlet")
@@ -268,20 +269,6 @@ def start_busy() -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", BUSY])
     time.sleep(1.5)  # let it import torch and start spinning
     return proc
-
-
-def machine() -> str:
-    import platform
-
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
 def main(argv=None) -> int:
